@@ -169,6 +169,9 @@ func TestBatchRead(t *testing.T) {
 	if _, err := u.Register(base, uint64(len(mem)), RegisterModeMissing); err != nil {
 		t.Fatal(err)
 	}
+	// A goroutine blocked in a userfaultfd fault keeps its P: give the
+	// faulting goroutines their own so this one keeps running.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(pages + 2))
 	var wg sync.WaitGroup
 	for i := range pages {
 		wg.Add(1)
@@ -261,11 +264,13 @@ func TestUnprivileged(t *testing.T) {
 		if _, err := u.Register(addrOf(mem), uint64(len(mem)), RegisterModeMissing); err != nil {
 			t.Fatal(err)
 		}
-		go func() { sink.Add(uint64(mem[0])) }()
+		read := make(chan struct{})
+		go func() { sink.Add(uint64(mem[0])); close(read) }()
 		waitFault(t, u)
 		if _, err := u.Copy(addrOf(mem), make([]byte, pageSize), 0); err != nil {
 			t.Fatal(err)
 		}
+		<-read
 		return
 	}
 	if os.Getuid() != 0 {
@@ -307,5 +312,4 @@ func TestUnavailableErrorNamesFix(t *testing.T) {
 			t.Errorf("fix for EPERM %q does not mention %q", msg, want)
 		}
 	}
-	_ = runtime.GOOS
 }
