@@ -6,3 +6,10 @@ require (
 	github.com/loopholelabs/userfaultfd-go v0.1.2
 	golang.org/x/sys v0.49.0
 )
+
+require (
+	github.com/klauspost/cpuid/v2 v2.2.10 // indirect
+	github.com/vmihailenco/msgpack/v5 v5.4.1 // indirect
+	github.com/vmihailenco/tagparser/v2 v2.0.0 // indirect
+	github.com/zeebo/xxh3 v1.1.0 // indirect
+)

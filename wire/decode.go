@@ -1,0 +1,533 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
+)
+
+// maxSkipDepth bounds the nesting of ignored trailing elements, so that a frame of nested arrays
+// cannot recurse deeply.
+const maxSkipDepth = 16
+
+// decoder decodes frame bodies. Byte strings are not copied: they alias the body.
+type decoder struct {
+	body []byte // the msgpack body, after the type byte
+	br   bytes.Reader
+	d    *msgpack.Decoder
+	what string // message name for error context
+}
+
+func newDecoder() *decoder {
+	dec := &decoder{}
+	// bytes.Reader is an io.ByteScanner, so msgpack reads it directly without a bufio layer.
+	dec.d = msgpack.NewDecoder(&dec.br)
+	return dec
+}
+
+var decoderPool = sync.Pool{New: func() any { return newDecoder() }}
+
+// Decode decodes a frame body: the type byte followed by the msgpack array (a frame without its
+// length prefix). Byte slices in the result (Pages.Hashes, Pages.Data) alias frame.
+//
+// Every failure is a *Error carrying the code to send back (CodeMalformed, CodeUnknownType,
+// CodeFrameTooLarge, or CodeOutOfRange for a Request count); its ReqID is set when the failing
+// message's req_id was decoded. Pages.Data is checked to be a whole number of pages of some valid page
+// size; Reader.SetPageSize makes the check exact.
+func Decode(frame []byte) (Message, error) {
+	dec := decoderPool.Get().(*decoder)
+	m, err := dec.decode(frame, 0)
+	dec.body = nil
+	dec.br.Reset(nil)
+	decoderPool.Put(dec)
+	return m, err
+}
+
+func (dec *decoder) decode(frame []byte, pageSize int) (Message, error) {
+	if len(frame) == 0 {
+		return nil, malformed("empty frame")
+	}
+	if len(frame) > MaxFrameSize {
+		return nil, &Error{Code: CodeFrameTooLarge, Message: fmt.Sprintf("frame of %d bytes exceeds %d", len(frame), MaxFrameSize)}
+	}
+	t := Type(frame[0])
+	dec.body = frame[1:]
+	dec.br.Reset(dec.body)
+	dec.d.ResetReader(&dec.br)
+	dec.what = t.String()
+
+	var m Message
+	var err error
+	switch t {
+	case TypeHello:
+		m, err = dec.hello()
+	case TypeWelcome:
+		m, err = dec.welcome()
+	case TypeRequest:
+		m, err = dec.request()
+	case TypePages:
+		m, err = dec.pages()
+	case TypeError:
+		m, err = dec.error()
+	case TypeDigestRequest:
+		m, err = dec.digestRequest()
+	case TypeDigest:
+		m, err = dec.digest()
+	case TypeBye:
+		m, err = dec.bye()
+	default:
+		return nil, &Error{Code: CodeUnknownType, Message: fmt.Sprintf("unknown frame type %d", uint8(t))}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if dec.br.Len() != 0 {
+		return nil, dec.errf(reqIDOf(m), "%d bytes after the array", dec.br.Len())
+	}
+	if err := m.check(pageSize); err != nil {
+		if werr, ok := err.(*Error); ok && werr.ReqID == 0 {
+			werr.ReqID = reqIDOf(m)
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+func reqIDOf(m Message) uint64 {
+	switch m := m.(type) {
+	case *Request:
+		return m.ReqID
+	case *Pages:
+		return m.ReqID
+	case *DigestRequest:
+		return m.ReqID
+	case *Digest:
+		return m.ReqID
+	}
+	return 0
+}
+
+func (dec *decoder) errf(reqID uint64, format string, args ...any) *Error {
+	return &Error{Code: CodeMalformed, ReqID: reqID, Message: dec.what + ": " + fmt.Sprintf(format, args...)}
+}
+
+// open reads the array header of a message (or nested record) with at least fields elements and
+// returns the number of extra elements to skip once the known fields are read.
+func (dec *decoder) open(fields int) (extra int, err error) {
+	c, err := dec.d.PeekCode()
+	if err != nil {
+		return 0, dec.errf(0, "truncated body")
+	}
+	if !msgpcode.IsFixedArray(c) && c != msgpcode.Array16 && c != msgpcode.Array32 {
+		return 0, dec.errf(0, "body is not an array (code %#x)", c)
+	}
+	n, err := dec.d.DecodeArrayLen()
+	if err != nil {
+		return 0, dec.errf(0, "truncated array header")
+	}
+	if n < fields {
+		return 0, dec.errf(0, "array of %d elements, want %d", n, fields)
+	}
+	return n - fields, nil
+}
+
+// close skips extra trailing elements, which version 1 ignores.
+func (dec *decoder) close(extra int, reqID uint64) error {
+	for range extra {
+		if err := dec.skip(0); err != nil {
+			return dec.errf(reqID, "trailing element: %v", err)
+		}
+	}
+	return nil
+}
+
+// uint decodes an unsigned field of any msgpack integer width, rejecting negative values, values above
+// max, and other types.
+func (dec *decoder) uint(field string, reqID uint64, max uint64) (uint64, error) {
+	c, err := dec.d.PeekCode()
+	if err != nil {
+		return 0, dec.errf(reqID, "%s: truncated body", field)
+	}
+	var v uint64
+	switch {
+	case c <= msgpcode.PosFixedNumHigh, c == msgpcode.Uint8, c == msgpcode.Uint16, c == msgpcode.Uint32, c == msgpcode.Uint64:
+		v, err = dec.d.DecodeUint64()
+	case c >= msgpcode.NegFixedNumLow, c == msgpcode.Int8, c == msgpcode.Int16, c == msgpcode.Int32, c == msgpcode.Int64:
+		var s int64
+		s, err = dec.d.DecodeInt64()
+		if err == nil && s < 0 {
+			return 0, dec.errf(reqID, "%s: negative value %d", field, s)
+		}
+		v = uint64(s)
+	default:
+		return 0, dec.errf(reqID, "%s: want an integer, got code %#x", field, c)
+	}
+	if err != nil {
+		return 0, dec.errf(reqID, "%s: truncated integer", field)
+	}
+	if v > max {
+		return 0, dec.errf(reqID, "%s: %d overflows (limit %d)", field, v, max)
+	}
+	return v, nil
+}
+
+// length reads a str or bin header (as selected by isStr) and checks the length against limit and
+// against what is left of the body, before anything is allocated.
+func (dec *decoder) length(field string, reqID uint64, isStr bool, limit int) (int, error) {
+	c, err := dec.d.PeekCode()
+	if err != nil {
+		return 0, dec.errf(reqID, "%s: truncated body", field)
+	}
+	if isStr && !msgpcode.IsString(c) {
+		return 0, dec.errf(reqID, "%s: want str, got code %#x", field, c)
+	}
+	if !isStr && !msgpcode.IsBin(c) {
+		return 0, dec.errf(reqID, "%s: want bin, got code %#x", field, c)
+	}
+	n, err := dec.d.DecodeBytesLen()
+	if err != nil {
+		return 0, dec.errf(reqID, "%s: truncated length", field)
+	}
+	if n > limit {
+		return 0, dec.errf(reqID, "%s: %d bytes, limit %d", field, n, limit)
+	}
+	if n > dec.br.Len() {
+		return 0, dec.errf(reqID, "%s: %d bytes, only %d left in the frame", field, n, dec.br.Len())
+	}
+	return n, nil
+}
+
+// take returns the next n bytes of the body without copying and advances past them.
+func (dec *decoder) take(n int) []byte {
+	if n == 0 {
+		return nil
+	}
+	off := len(dec.body) - dec.br.Len()
+	dec.br.Seek(int64(n), io.SeekCurrent)
+	return dec.body[off : off+n : off+n]
+}
+
+func (dec *decoder) str(field string, reqID uint64, limit int) (string, error) {
+	n, err := dec.length(field, reqID, true, limit)
+	if err != nil {
+		return "", err
+	}
+	return string(dec.take(n)), nil
+}
+
+func (dec *decoder) bin(field string, reqID uint64, limit int) ([]byte, error) {
+	n, err := dec.length(field, reqID, false, limit)
+	if err != nil {
+		return nil, err
+	}
+	return dec.take(n), nil
+}
+
+// fixed reads a bin field of exactly len(dst) bytes into dst.
+func (dec *decoder) fixed(field string, reqID uint64, dst []byte) error {
+	b, err := dec.bin(field, reqID, math.MaxInt32)
+	if err != nil {
+		return err
+	}
+	if len(b) != len(dst) {
+		return dec.errf(reqID, "%s: %d bytes, want %d", field, len(b), len(dst))
+	}
+	copy(dst, b)
+	return nil
+}
+
+// field names an unsigned field and its largest value.
+type field struct {
+	name string
+	max  uint64
+}
+
+var (
+	helloFields   = []field{{"version_min", math.MaxUint16}, {"version_max", math.MaxUint16}, {"features", math.MaxUint64}, {"channel", math.MaxUint8}}
+	welcomeFields = []field{{"version", math.MaxUint16}, {"features", math.MaxUint64}, {"page_size", math.MaxUint32}}
+	requestFields = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}, {"page", math.MaxUint64}, {"count", math.MaxUint32}, {"priority", math.MaxUint8}}
+	pagesFields   = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}, {"page", math.MaxUint64}, {"count", math.MaxUint32}, {"flags", math.MaxUint8}}
+	errorFields   = []field{{"code", math.MaxUint16}, {"req_id", math.MaxUint64}}
+	dreqFields    = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}}
+	digestFields  = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}, {"algorithm", math.MaxUint8}}
+)
+
+// uints decodes consecutive unsigned fields into dst. When the first field is req_id, later errors
+// carry it.
+func (dec *decoder) uints(dst []uint64, fields []field) error {
+	var reqID uint64
+	for i, f := range fields {
+		v, err := dec.uint(f.name, reqID, f.max)
+		if err != nil {
+			return err
+		}
+		dst[i] = v
+		if i == 0 && f.name == "req_id" {
+			reqID = v
+		}
+	}
+	return nil
+}
+
+func (dec *decoder) hello() (Message, error) {
+	extra, err := dec.open(6)
+	if err != nil {
+		return nil, err
+	}
+	var v [4]uint64
+	if err := dec.uints(v[:], helloFields); err != nil {
+		return nil, err
+	}
+	m := &Hello{VersionMin: uint16(v[0]), VersionMax: uint16(v[1]), Features: v[2], Channel: uint8(v[3])}
+	if err := dec.fixed("session", 0, m.Session[:]); err != nil {
+		return nil, err
+	}
+	if m.Client, err = dec.str("client", 0, MaxNameLen); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, 0)
+}
+
+func (dec *decoder) welcome() (Message, error) {
+	extra, err := dec.open(5)
+	if err != nil {
+		return nil, err
+	}
+	var v [3]uint64
+	if err := dec.uints(v[:], welcomeFields); err != nil {
+		return nil, err
+	}
+	m := &Welcome{Version: uint16(v[0]), Features: v[1], PageSize: uint32(v[2])}
+	c, err := dec.d.PeekCode()
+	if err != nil {
+		return nil, dec.errf(0, "regions: truncated body")
+	}
+	if !msgpcode.IsFixedArray(c) && c != msgpcode.Array16 && c != msgpcode.Array32 {
+		return nil, dec.errf(0, "regions: want array, got code %#x", c)
+	}
+	n, err := dec.d.DecodeArrayLen()
+	if err != nil {
+		return nil, dec.errf(0, "regions: truncated array header")
+	}
+	if n > MaxRegions {
+		return nil, dec.errf(0, "regions: %d regions, limit %d", n, MaxRegions)
+	}
+	if n > dec.br.Len() { // every region takes at least one byte
+		return nil, dec.errf(0, "regions: %d regions, only %d bytes left", n, dec.br.Len())
+	}
+	if n > 0 {
+		m.Regions = make([]Region, n)
+	}
+	for i := range m.Regions {
+		rextra, err := dec.open(3)
+		if err != nil {
+			return nil, err
+		}
+		var id, pages uint64
+		if id, err = dec.uint("region id", 0, math.MaxUint32); err != nil {
+			return nil, err
+		}
+		name, err := dec.str("region name", 0, MaxNameLen)
+		if err != nil {
+			return nil, err
+		}
+		if pages, err = dec.uint("region pages", 0, math.MaxUint64); err != nil {
+			return nil, err
+		}
+		m.Regions[i] = Region{ID: uint32(id), Name: name, Pages: pages}
+		if err := dec.close(rextra, 0); err != nil {
+			return nil, err
+		}
+	}
+	if m.Server, err = dec.str("server", 0, MaxNameLen); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, 0)
+}
+
+func (dec *decoder) request() (Message, error) {
+	extra, err := dec.open(5)
+	if err != nil {
+		return nil, err
+	}
+	var v [5]uint64
+	if err := dec.uints(v[:], requestFields); err != nil {
+		return nil, err
+	}
+	m := &Request{ReqID: v[0], Region: uint32(v[1]), Page: v[2], Count: uint32(v[3]), Priority: uint8(v[4])}
+	return m, dec.close(extra, m.ReqID)
+}
+
+func (dec *decoder) pages() (Message, error) {
+	extra, err := dec.open(7)
+	if err != nil {
+		return nil, err
+	}
+	var v [5]uint64
+	if err := dec.uints(v[:], pagesFields); err != nil {
+		return nil, err
+	}
+	reqID := v[0]
+	m := &Pages{ReqID: reqID, Region: uint32(v[1]), Page: v[2], Count: uint32(v[3]), Flags: uint8(v[4])}
+	if m.Hashes, err = dec.bin("hashes", reqID, MaxFrameSize); err != nil {
+		return nil, err
+	}
+	if m.Data, err = dec.bin("data", reqID, MaxFrameSize); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, reqID)
+}
+
+func (dec *decoder) error() (Message, error) {
+	extra, err := dec.open(3)
+	if err != nil {
+		return nil, err
+	}
+	var v [2]uint64
+	if err := dec.uints(v[:], errorFields); err != nil {
+		return nil, err
+	}
+	m := &Error{Code: ErrorCode(v[0]), ReqID: v[1]}
+	if m.Message, err = dec.str("message", 0, MaxErrorMessageLen); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, 0)
+}
+
+func (dec *decoder) digestRequest() (Message, error) {
+	extra, err := dec.open(2)
+	if err != nil {
+		return nil, err
+	}
+	var v [2]uint64
+	if err := dec.uints(v[:], dreqFields); err != nil {
+		return nil, err
+	}
+	return &DigestRequest{ReqID: v[0], Region: uint32(v[1])}, dec.close(extra, v[0])
+}
+
+func (dec *decoder) digest() (Message, error) {
+	extra, err := dec.open(4)
+	if err != nil {
+		return nil, err
+	}
+	var v [3]uint64
+	if err := dec.uints(v[:], digestFields); err != nil {
+		return nil, err
+	}
+	m := &Digest{ReqID: v[0], Region: uint32(v[1]), Algorithm: uint8(v[2])}
+	if err := dec.fixed("sum", m.ReqID, m.Sum[:]); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, m.ReqID)
+}
+
+func (dec *decoder) bye() (Message, error) {
+	extra, err := dec.open(1)
+	if err != nil {
+		return nil, err
+	}
+	m := &Bye{}
+	if m.Reason, err = dec.str("reason", 0, MaxNameLen); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, 0)
+}
+
+// skip skips one msgpack value of any type. It is written over the raw bytes rather than with
+// msgpack's Decoder.Skip so that nesting depth is bounded and nothing is allocated.
+func (dec *decoder) skip(depth int) error {
+	if depth > maxSkipDepth {
+		return fmt.Errorf("nested deeper than %d", maxSkipDepth)
+	}
+	c, err := dec.br.ReadByte()
+	if err != nil {
+		return errTruncated
+	}
+	var elems, size uint64 // nested elements to skip, raw bytes to skip
+	switch {
+	case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3: // fixint, nil, bool
+	case c >= 0x80 && c <= 0x8f: // fixmap
+		elems = 2 * uint64(c&0x0f)
+	case c >= 0x90 && c <= 0x9f: // fixarray
+		elems = uint64(c & 0x0f)
+	case c >= 0xa0 && c <= 0xbf: // fixstr
+		size = uint64(c & 0x1f)
+	case c == 0xc4 || c == 0xd9: // bin8, str8
+		size, err = dec.be(1)
+	case c == 0xc5 || c == 0xda: // bin16, str16
+		size, err = dec.be(2)
+	case c == 0xc6 || c == 0xdb: // bin32, str32
+		size, err = dec.be(4)
+	case c == 0xc7: // ext8
+		size, err = dec.be(1)
+		size++
+	case c == 0xc8: // ext16
+		size, err = dec.be(2)
+		size++
+	case c == 0xc9: // ext32
+		size, err = dec.be(4)
+		size++
+	case c == 0xca: // float32
+		size = 4
+	case c == 0xcb: // float64
+		size = 8
+	case c == 0xcc || c == 0xd0:
+		size = 1
+	case c == 0xcd || c == 0xd1:
+		size = 2
+	case c == 0xce || c == 0xd2:
+		size = 4
+	case c == 0xcf || c == 0xd3:
+		size = 8
+	case c >= 0xd4 && c <= 0xd8: // fixext 1, 2, 4, 8, 16
+		size = 1 + 1<<(c-0xd4)
+	case c == 0xdc: // array16
+		elems, err = dec.be(2)
+	case c == 0xdd: // array32
+		elems, err = dec.be(4)
+	case c == 0xde: // map16
+		elems, err = dec.be(2)
+		elems *= 2
+	case c == 0xdf: // map32
+		elems, err = dec.be(4)
+		elems *= 2
+	default: // 0xc1 is never used
+		return fmt.Errorf("invalid msgpack code %#x", c)
+	}
+	if err != nil {
+		return err
+	}
+	if size > uint64(dec.br.Len()) {
+		return errTruncated
+	}
+	dec.br.Seek(int64(size), io.SeekCurrent)
+	// Every element takes at least one byte, so this loop ends within the body.
+	for ; elems > 0; elems-- {
+		if err := dec.skip(depth + 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var errTruncated = errors.New("truncated")
+
+// be reads an n-byte big-endian unsigned integer.
+func (dec *decoder) be(n int) (uint64, error) {
+	var v uint64
+	for range n {
+		c, err := dec.br.ReadByte()
+		if err != nil {
+			return 0, errTruncated
+		}
+		v = v<<8 | uint64(c)
+	}
+	return v, nil
+}

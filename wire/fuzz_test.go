@@ -1,0 +1,88 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+)
+
+// FuzzDecode checks that Decode never panics, that every failure is a *Error with a code the spec
+// defines, and that anything it accepts re-encodes to a frame that decodes to an equal message.
+func FuzzDecode(f *testing.F) {
+	for _, m := range samples() {
+		if p, ok := m.(*Pages); ok && len(p.Data) > 64<<10 {
+			continue // keep the corpus small; the fuzzer grows data itself
+		}
+		f.Add(frameOf(f, m)[4:])
+	}
+	f.Add(testPagesFrame(f)[4:])
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		m, err := Decode(frame)
+		if err != nil {
+			var werr *Error
+			if !errors.As(err, &werr) {
+				t.Fatalf("Decode error %v is not a *Error", err)
+			}
+			if werr.Code < CodeMalformed || werr.Code > CodeInternal {
+				t.Fatalf("Decode error %v has code %d", err, werr.Code)
+			}
+			return
+		}
+		f2, err := AppendFrame(nil, m)
+		if err != nil {
+			t.Fatalf("re-encode %+v: %v", m, err)
+		}
+		m2, err := Decode(f2[4:])
+		if err != nil {
+			t.Fatalf("decode re-encoded %+v: %v", m, err)
+		}
+		if !reflect.DeepEqual(m, m2) {
+			t.Fatalf("re-decoded differs:\n%+v\n%+v", m, m2)
+		}
+	})
+}
+
+func testPagesFrame(t testing.TB) []byte {
+	return frameOf(t, testPages(2, 4096, FlagLast))
+}
+
+// FuzzReader feeds a stream of frames to a Reader: it must never panic, must stop at the first error
+// with a sticky framing error or a *Error, io.EOF or io.ErrUnexpectedEOF, and must not loop forever.
+func FuzzReader(f *testing.F) {
+	var stream []byte
+	for _, m := range samples() {
+		if p, ok := m.(*Pages); ok && len(p.Data) > 64<<10 {
+			continue
+		}
+		stream = append(stream, frameOf(f, m)...)
+	}
+	f.Add(stream, uint16(0))
+	f.Add(testPagesFrame(f), uint16(4096))
+	f.Add([]byte{0, 0, 0, 0}, uint16(0))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1}, uint16(0))
+	f.Fuzz(func(t *testing.T, stream []byte, pageSize uint16) {
+		r := NewReader(bytes.NewReader(stream))
+		if ps := int(pageSize) << 4; ValidPageSize(ps) {
+			r.SetPageSize(ps)
+		}
+		for i := 0; ; i++ {
+			if i > len(stream) {
+				t.Fatalf("%d messages from %d bytes", i, len(stream))
+			}
+			m, err := r.ReadMessage()
+			if err == nil {
+				if _, err := AppendFrame(nil, m); err != nil {
+					t.Fatalf("re-encode %+v: %v", m, err)
+				}
+				continue
+			}
+			var werr *Error
+			if err != io.EOF && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.As(err, &werr) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+	})
+}
