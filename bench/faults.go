@@ -1,0 +1,327 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/loopholelabs/userfaultfd-go/pkg/mapper"
+	"golang.org/x/sys/unix"
+
+	"github.com/pagewarp/pagewarp/faulthandler"
+	"github.com/pagewarp/pagewarp/pageserver"
+)
+
+// FaultsConfig configures the fault benchmark.
+type FaultsConfig struct {
+	// Samples is the number of faults timed per mode (default 20000).
+	Samples int
+	// PullSize is the size of the region pulled for pull_gbps (default 256 MiB).
+	PullSize int64
+	// ServerArgv starts a page server in another process serving a demo
+	// region of at least max(PullSize, Samples pages) with Seed: the
+	// command prints "listening on ADDR" on its first line of stdout. Built
+	// by the caller (the CLI re-executes itself as `pagewarp serve`).
+	ServerArgv []string
+	// Seed of the demo content.
+	Seed uint64
+	// Spin is the fault loop's busy-poll time of the headline modes (0:
+	// faulthandler's default, no spinning). The in-process mode is also run
+	// with 50 µs of spin, side by side, for comparison.
+	Spin time.Duration
+	// Log receives progress lines (nil: none).
+	Log io.Writer
+}
+
+// FaultsResult is the JSON of `pagewarp bench faults`. Latencies are in
+// microseconds as seen by the faulting thread: from just before the load
+// that faults to just after it returns.
+type FaultsResult struct {
+	InprocessP50 float64 `json:"inprocess_p50_us"`
+	InprocessP99 float64 `json:"inprocess_p99_us"`
+	LoopbackP50  float64 `json:"loopback_p50_us"`
+	LoopbackP99  float64 `json:"loopback_p99_us"`
+	BaselineP50  float64 `json:"baseline_p50_us"`
+	BaselineP99  float64 `json:"baseline_p99_us"`
+	PullGbps     float64 `json:"pull_gbps"`
+
+	// Context for the figures above.
+	InprocessSpinP50     float64 `json:"inprocess_spin_p50_us"` // with 50 µs of busy-polling
+	InprocessSpinP99     float64 `json:"inprocess_spin_p99_us"`
+	InprocessOverBase    float64 `json:"inprocess_over_baseline_p50"`
+	Samples              int     `json:"samples"`
+	PullBytes            int64   `json:"pull_bytes"`
+	PullSeconds          float64 `json:"pull_seconds"`
+	SpinMicros           float64 `json:"spin_us"`
+	CPUs                 int     `json:"cpus"`
+	GoVersion            string  `json:"go_version"`
+	Kernel               string  `json:"kernel"`
+	BaselineNote         string  `json:"baseline_note,omitempty"`
+}
+
+// Faults runs the fault benchmark: the same sequential fault workload
+// served by pagewarp in-process, by pagewarp from a page server in another
+// process over loopback TCP, and by userfaultfd-go's mapper.Handle, then a
+// full background pull over loopback. All in one run, side by side.
+func Faults(ctx context.Context, cfg FaultsConfig) (*FaultsResult, error) {
+	if cfg.Samples <= 0 {
+		cfg.Samples = 20000
+	}
+	if cfg.PullSize <= 0 {
+		cfg.PullSize = 256 << 20
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	pageSize := os.Getpagesize()
+	res := &FaultsResult{
+		Samples:   cfg.Samples,
+		CPUs:      runtime.NumCPU(),
+		GoVersion: runtime.Version(),
+		Kernel:    kernelRelease(),
+	}
+	defer runtime.GOMAXPROCS(faulthandler.ReserveProcs(1))
+
+	content := Content{Seed: cfg.Seed}
+	src := make([]byte, cfg.Samples*pageSize)
+	content.Fill(src, pageSize)
+
+	// In-process, with the configured spin and with 50 µs of it.
+	for i, spin := range []time.Duration{cfg.Spin, 50 * time.Microsecond} {
+		lat, err := inprocessFaults(src, pageSize, spin)
+		if err != nil {
+			return nil, fmt.Errorf("in-process: %w", err)
+		}
+		p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+		if i == 0 {
+			res.InprocessP50, res.InprocessP99 = p50, p99
+		} else {
+			res.InprocessSpinP50, res.InprocessSpinP99 = p50, p99
+		}
+		fmt.Fprintf(cfg.Log, "in-process (spin %v): p50 %.1f µs p99 %.1f µs\n", spin, p50, p99)
+	}
+	res.SpinMicros = max(0, float64(cfg.Spin)/1e3)
+
+	// userfaultfd-go's own loop.
+	lat, err := baselineFaults(src, pageSize)
+	if err != nil {
+		res.BaselineNote = err.Error()
+		fmt.Fprintf(cfg.Log, "baseline: %v\n", err)
+	} else {
+		res.BaselineP50, res.BaselineP99 = percentile(lat, 0.50), percentile(lat, 0.99)
+		res.InprocessOverBase = res.InprocessP50 / res.BaselineP50
+		fmt.Fprintf(cfg.Log, "userfaultfd-go mapper.Handle: p50 %.1f µs p99 %.1f µs\n", res.BaselineP50, res.BaselineP99)
+	}
+
+	// A page server in another process.
+	if len(cfg.ServerArgv) == 0 {
+		return nil, errors.New("no server command to run the loopback modes")
+	}
+	srv, err := StartServer(ctx, cfg.ServerArgv)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Stop()
+
+	lat, err = loopbackFaults(ctx, srv.Addr, cfg.Samples, cfg.Spin)
+	if err != nil {
+		return nil, fmt.Errorf("loopback: %w", err)
+	}
+	res.LoopbackP50, res.LoopbackP99 = percentile(lat, 0.50), percentile(lat, 0.99)
+	fmt.Fprintf(cfg.Log, "loopback: p50 %.1f µs p99 %.1f µs\n", res.LoopbackP50, res.LoopbackP99)
+
+	h, err := faulthandler.Dial(ctx, "tcp", srv.Addr, faulthandler.Options{Spin: cfg.Spin})
+	if err != nil {
+		return nil, fmt.Errorf("pull: %w", err)
+	}
+	defer func() { h.Close(); h.Release() }()
+	h.Start()
+	if err := h.Wait(ctx); err != nil {
+		return nil, fmt.Errorf("pull: %w", err)
+	}
+	st := h.Stats()
+	res.PullBytes = int64(st.Pages) * int64(st.PageSize)
+	res.PullSeconds = st.Elapsed.Seconds()
+	res.PullGbps = float64(res.PullBytes) / st.Elapsed.Seconds() / 1e9
+	fmt.Fprintf(cfg.Log, "pull: %s in %v = %.2f GB/s\n", FormatSize(res.PullBytes), st.Elapsed.Round(time.Millisecond), res.PullGbps)
+	if p := content.Check(h.Memory(), pageSize); p >= 0 {
+		return nil, fmt.Errorf("pull: page %d differs from the source", p)
+	}
+	return res, nil
+}
+
+// timeTouches reads one byte of every page of mem in a fixed shuffled
+// order and returns each read's latency in µs.
+func timeTouches(mem []byte, pageSize int) []float64 {
+	pages := len(mem) / pageSize
+	order := rand.New(rand.NewPCG(1, 2)).Perm(pages)
+	lat := make([]float64, pages)
+	var s uint64
+	for i, p := range order {
+		t0 := time.Now()
+		s += uint64(mem[p*pageSize+i%pageSize])
+		lat[i] = float64(time.Since(t0).Nanoseconds()) / 1e3
+	}
+	sink.Add(s)
+	return lat
+}
+
+var sink atomic.Uint64
+
+func inprocessFaults(src []byte, pageSize int, spin time.Duration) ([]float64, error) {
+	rs, err := pageserver.NewRegionSource("bench", src, pageSize)
+	if err != nil {
+		return nil, err
+	}
+	h, err := faulthandler.NewLocal(rs, 0, faulthandler.Options{NoPull: true, Spin: spin})
+	if err != nil {
+		return nil, err
+	}
+	h.Start()
+	lat := timeTouches(h.Memory(), pageSize)
+	if err := h.Wait(context.Background()); err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(h.Memory(), src) {
+		return nil, errors.New("region differs from the source after the faults")
+	}
+	h.Close()
+	h.Release()
+	return lat, nil
+}
+
+func loopbackFaults(ctx context.Context, addr string, samples int, spin time.Duration) ([]float64, error) {
+	h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{NoPull: true, Spin: spin})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { h.Close(); h.Release() }()
+	if h.Pages() < uint64(samples) {
+		return nil, fmt.Errorf("server region has %d pages, need %d", h.Pages(), samples)
+	}
+	h.Start()
+	return timeTouches(h.Memory()[:samples*h.PageSize()], h.PageSize()), nil
+}
+
+// baselineFaults serves the same workload with userfaultfd-go's
+// mapper.Register and mapper.Handle (a blocking poll, one read and one
+// UFFDIO_COPY per fault).
+func baselineFaults(src []byte, pageSize int) (lat []float64, err error) {
+	mem, fd, start, err := mapper.Register(len(src))
+	if err != nil {
+		return nil, fmt.Errorf("userfaultfd-go mapper.Register: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mapper.Handle(fd, start, bytes.NewReader(src)) }()
+	lat = timeTouches(mem, pageSize)
+	if !bytes.Equal(mem, src) {
+		err = errors.New("userfaultfd-go region differs from the source")
+	}
+	// mapper.Handle has no way to stop: it polls forever. Closing the
+	// descriptor does not wake a poll(2) already blocked on it, so its
+	// goroutine stays parked in poll until the process exits (one thread).
+	// Check it did not fail early, then let it be.
+	select {
+	case herr := <-done:
+		if err == nil {
+			err = fmt.Errorf("userfaultfd-go mapper.Handle: %w", herr)
+		}
+	default:
+	}
+	unix.Munmap(mem[:cap(mem)])
+	unix.Close(int(fd))
+	return lat, err
+}
+
+func percentile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// Server is a page server running in another process.
+type Server struct {
+	Addr string
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+}
+
+var listenRE = regexp.MustCompile(`listening on (\S+)`)
+
+// StartServer runs argv and waits for its "listening on ADDR" line.
+func StartServer(ctx context.Context, argv []string) (*Server, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start page server: %w", err)
+	}
+	s := &Server{cmd: cmd, out: &stderr}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case s.Addr = <-addr:
+		return s, nil
+	case <-time.After(60 * time.Second):
+		s.Stop()
+		return nil, fmt.Errorf("page server %q printed no address within 60s: %s", strings.Join(argv, " "), stderr.String())
+	case <-ctx.Done():
+		s.Stop()
+		return nil, ctx.Err()
+	}
+}
+
+// Stop ends the server process (SIGTERM, then SIGKILL after 5s).
+func (s *Server) Stop() error {
+	if s.cmd.Process == nil {
+		return nil
+	}
+	s.cmd.Process.Signal(unix.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		s.cmd.Process.Kill()
+		return <-done
+	}
+}

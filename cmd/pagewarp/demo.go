@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pagewarp/pagewarp/bench"
+)
+
+func newDemoCmd(g *globals) *cobra.Command {
+	var (
+		size    string
+		threads int
+		samples int
+	)
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Migrate a demo region over loopback and compare fault service paths",
+		Long: `demo starts a page server in another process serving a demo region (random
+content, a quarter of the pages zero), receives it into a userfaultfd-registered
+region while worker threads touch every page in random order, verifies the result
+against the server's digest, and then measures fault latency and pull throughput
+side by side (pagewarp in-process, pagewarp over loopback, userfaultfd-go).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			n, err := bench.ParseSize(size)
+			if err != nil {
+				return fmt.Errorf("--size: %w", err)
+			}
+			argv, err := exeArgv("serve", "--listen", "127.0.0.1:0", "--demo", strconv.FormatInt(n, 10), "--demo-zero", "0.25")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "== 1. a page server in another process: %s\n", argv[0]+" serve --demo "+size+" --demo-zero 0.25")
+			srv, err := bench.StartServer(ctx, argv)
+			if err != nil {
+				return err
+			}
+			defer srv.Stop()
+			fmt.Fprintf(g.stdout, "   listening on %s\n\n", srv.Addr)
+
+			fmt.Fprintf(g.stdout, "== 2. receive it: %d threads touch every page in random order while the background pull runs\n", threads)
+			sum, err := receive(ctx, g, receiveOpts{connect: srv.Addr, verify: true, touchThreads: threads, touchSeed: uint64(time.Now().UnixNano())})
+			if err != nil {
+				return err
+			}
+			printReceive(g.stdout, sum, false)
+
+			fmt.Fprintf(g.stdout, "\n== 3. fault latency and pull throughput, side by side\n")
+			fargv, err := exeArgv("serve", "--listen", "127.0.0.1:0", "--demo", strconv.FormatInt(n, 10), "--demo-zero", "0")
+			if err != nil {
+				return err
+			}
+			res, err := bench.Faults(ctx, bench.FaultsConfig{Samples: samples, PullSize: n, ServerArgv: fargv, Seed: 1})
+			if err != nil {
+				return err
+			}
+			printFaultsTable(g.stdout, res)
+			fmt.Fprintln(g.stdout, "\nmore: pagewarp bench faults --json; docs/architecture.md; docs/benchmarks.md")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&size, "size", "256MiB", "demo region size")
+	f.IntVar(&threads, "threads", 4, "threads touching the region while it arrives")
+	f.IntVar(&samples, "samples", 10000, "faults timed per mode in the comparison")
+	return cmd
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pagewarp/pagewarp/bench"
+	"github.com/pagewarp/pagewarp/faulthandler"
+)
+
+// receiveSummary is what receive prints (as text, or JSON with --json).
+type receiveSummary struct {
+	Server          string  `json:"server"`
+	Pages           uint64  `json:"pages"`
+	PageSize        int     `json:"page_size"`
+	Bytes           int64   `json:"bytes"`
+	Seconds         float64 `json:"seconds"`
+	Gbps            float64 `json:"gbps"`
+	FaultEvents     uint64  `json:"fault_events"`
+	DemandRequests  uint64  `json:"demand_requests"`
+	FaultsCoalesced uint64  `json:"faults_coalesced"`
+	DemandPages     uint64  `json:"demand_pages"`
+	BackgroundPages uint64  `json:"background_pages"`
+	ZeroPages       uint64  `json:"zero_pages"`
+	BytesReceived   uint64  `json:"bytes_received"`
+	ServiceP50us    float64 `json:"demand_service_p50_us"`
+	ServiceP99us    float64 `json:"demand_service_p99_us"`
+	Verified        bool    `json:"verified"`
+	TouchThreads    int     `json:"touch_threads,omitempty"`
+	TouchSeconds    float64 `json:"touch_seconds,omitempty"`
+	Out             string  `json:"out,omitempty"`
+}
+
+type receiveOpts struct {
+	connect      string
+	region       int64
+	out          string
+	verify       bool
+	touchThreads int
+	touchSeed    uint64
+	noPull       bool
+	spin         time.Duration
+	pullChunk    int
+	pullWindow   int
+	asJSON       bool
+}
+
+func newReceiveCmd(g *globals) *cobra.Command {
+	var o receiveOpts
+	cmd := &cobra.Command{
+		Use:   "receive --connect HOST:PORT [--verify] [--out FILE]",
+		Short: "Map a region and pull it from a page server (the target side)",
+		Long: `receive connects to a page server, maps a region of the size it announces and
+registers it with userfaultfd, then pulls every page: touches of missing pages (from
+--touch-threads workers touching every page in random order) become demand requests
+on an urgent connection, and a background pull on a bulk connection brings the rest.
+Once every page is resident it unregisters the region, says goodbye, and prints a
+summary. --verify compares a digest of the whole region with the server's.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.connect == "" {
+				return errors.New("--connect HOST:PORT is required")
+			}
+			if o.touchThreads < 0 {
+				return fmt.Errorf("--touch-threads %d: want 0 or more", o.touchThreads)
+			}
+			if o.pullChunk < 0 || o.pullChunk > 1024 || o.pullWindow < 0 {
+				return fmt.Errorf("--pull-chunk %d / --pull-window %d: want 0..1024 and 0 or more", o.pullChunk, o.pullWindow)
+			}
+			if o.noPull && o.touchThreads == 0 {
+				return errors.New("--no-pull needs --touch-threads: nothing would fetch the pages")
+			}
+			sum, err := receive(cmd.Context(), g, o)
+			if err != nil {
+				return err
+			}
+			return printReceive(g.stdout, sum, o.asJSON)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.connect, "connect", "", "page server address HOST:PORT")
+	f.Int64Var(&o.region, "region", -1, "region id to receive (default: the server's first)")
+	f.StringVar(&o.out, "out", "", "write the received region to this file")
+	f.BoolVar(&o.verify, "verify", false, "check the whole region against the server's digest")
+	f.IntVar(&o.touchThreads, "touch-threads", 0, "threads touching every page in random order while it arrives")
+	f.Uint64Var(&o.touchSeed, "touch-seed", 1, "seed of the touch order")
+	f.BoolVar(&o.noPull, "no-pull", false, "no background pull: pages arrive only when touched")
+	f.DurationVar(&o.spin, "spin", 0, "fault loop busy-poll time after each fault (0: none, the default)")
+	f.IntVar(&o.pullChunk, "pull-chunk", 0, "pages per background request (0: default 256, at most 1024)")
+	f.IntVar(&o.pullWindow, "pull-window", 0, "background requests in flight (0: default 4)")
+	f.BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
+	return cmd
+}
+
+func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, error) {
+	opts := faulthandler.Options{Verify: o.verify, NoPull: o.noPull, Spin: o.spin, Logger: g.logger(),
+		PullChunk: o.pullChunk, PullWindow: o.pullWindow}
+	if o.region >= 0 {
+		r := uint32(o.region)
+		opts.Region = &r
+	}
+	if o.touchThreads > 0 {
+		defer runtime.GOMAXPROCS(faulthandler.ReserveProcs(o.touchThreads))
+	}
+	h, err := faulthandler.Dial(ctx, "tcp", o.connect, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { h.Close(); h.Release() }()
+	h.Start()
+
+	var touched chan bench.TouchResult
+	if o.touchThreads > 0 {
+		touched = make(chan bench.TouchResult, 1)
+		go func() { touched <- bench.TouchRandom(h.Memory(), h.PageSize(), o.touchThreads, o.touchSeed) }()
+	}
+	if err := h.Wait(ctx); err != nil {
+		return nil, err
+	}
+	st := h.Stats()
+	sum := &receiveSummary{
+		Server:          o.connect,
+		Pages:           st.Pages,
+		PageSize:        st.PageSize,
+		Bytes:           int64(st.Pages) * int64(st.PageSize),
+		Seconds:         st.Elapsed.Seconds(),
+		FaultEvents:     st.FaultEvents,
+		DemandRequests:  st.DemandRequests,
+		FaultsCoalesced: st.FaultsCoalesced,
+		DemandPages:     st.DemandPages,
+		BackgroundPages: st.BackgroundPages,
+		ZeroPages:       st.ZeroPages,
+		BytesReceived:   st.BytesReceived,
+		ServiceP50us:    float64(st.ServiceP50.Nanoseconds()) / 1e3,
+		ServiceP99us:    float64(st.ServiceP99.Nanoseconds()) / 1e3,
+		Verified:        o.verify,
+	}
+	sum.Gbps = float64(sum.Bytes) / st.Elapsed.Seconds() / 1e9
+	if touched != nil {
+		t := <-touched
+		sum.TouchThreads, sum.TouchSeconds = o.touchThreads, t.Elapsed.Seconds()
+	}
+	if o.out != "" {
+		if err := writeFile(o.out, h.Memory()); err != nil {
+			return nil, err
+		}
+		sum.Out = o.out
+	}
+	return sum, nil
+}
+
+func writeFile(path string, mem []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(mem); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func printReceive(w io.Writer, s *receiveSummary, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	fmt.Fprintf(w, "received %s (%d pages of %d bytes) from %s in %.3fs (%.2f GB/s)\n",
+		bench.FormatSize(s.Bytes), s.Pages, s.PageSize, s.Server, s.Seconds, s.Gbps)
+	fmt.Fprintf(w, "  demand:     %d fault events, %d demand requests (%d faults coalesced), %d pages\n",
+		s.FaultEvents, s.DemandRequests, s.FaultsCoalesced, s.DemandPages)
+	fmt.Fprintf(w, "  background: %d pages; zero pages: %d; page bytes received: %s\n",
+		s.BackgroundPages, s.ZeroPages, bench.FormatSize(int64(s.BytesReceived)))
+	if s.DemandRequests > 0 {
+		fmt.Fprintf(w, "  demand service time (request sent to page installed): p50 %.1f µs, p99 %.1f µs\n", s.ServiceP50us, s.ServiceP99us)
+	}
+	if s.TouchThreads > 0 {
+		fmt.Fprintf(w, "  workload:   %d threads touched every page in random order in %.3fs\n", s.TouchThreads, s.TouchSeconds)
+	}
+	if s.Verified {
+		fmt.Fprintln(w, "  verified:   region digest matches the server's (xxh3-128 over per-page xxh3-64)")
+	}
+	if s.Out != "" {
+		fmt.Fprintf(w, "  written to: %s\n", s.Out)
+	}
+	fmt.Fprintln(w, "  every page resident; region unregistered; connections closed with bye")
+	return nil
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pagewarp/pagewarp/bench"
+	"github.com/pagewarp/pagewarp/pageserver"
+)
+
+func newServeCmd(g *globals) *cobra.Command {
+	var (
+		listen, file, demo string
+		demoSeed           uint64
+		demoZero           float64
+		insecure           bool
+	)
+	cmd := &cobra.Command{
+		Use:   "serve (--file MEMFILE | --demo SIZE) [--listen ADDR]",
+		Short: "Serve a region's pages to receivers (the source side)",
+		Long: `serve runs a page server: receivers connect, and every page they fault on or pull
+is read from the source and sent with its hash. The source is a memory file (a VM
+snapshot's memory file, say) or a built-in demo region of deterministic content.
+It prints "listening on ADDR" once ready and serves until interrupted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (file == "") == (demo == "") {
+				return errors.New("give exactly one of --file MEMFILE or --demo SIZE")
+			}
+			if err := checkListenAddr(listen, insecure); err != nil {
+				return err
+			}
+			pageSize := os.Getpagesize()
+			var src pageserver.Source
+			var what string
+			if file != "" {
+				fs, err := pageserver.OpenFile(file, pageSize)
+				if err != nil {
+					return err
+				}
+				defer fs.Close()
+				src, what = fs, file
+			} else {
+				size, err := bench.ParseSize(demo)
+				if err != nil {
+					return fmt.Errorf("--demo: %w", err)
+				}
+				if size <= 0 || size%int64(pageSize) != 0 {
+					return fmt.Errorf("--demo %s: want a positive multiple of the page size (%d)", demo, pageSize)
+				}
+				if demoZero < 0 || demoZero > 1 {
+					return fmt.Errorf("--demo-zero %v: want a fraction between 0 and 1", demoZero)
+				}
+				mem := make([]byte, size)
+				bench.Content{Seed: demoSeed, ZeroFraction: demoZero}.Fill(mem, pageSize)
+				rs, err := pageserver.NewRegionSource("demo", mem, pageSize)
+				if err != nil {
+					return err
+				}
+				src, what = rs, fmt.Sprintf("demo region (seed %d, %.0f%% zero pages)", demoSeed, demoZero*100)
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			srv := pageserver.New(src, pageserver.Options{Logger: g.logger(), Name: "pagewarp/" + Version})
+			for _, r := range src.Regions() {
+				fmt.Fprintf(g.stdout, "serving region %d %q: %d pages of %d bytes (%s) from %s\n",
+					r.ID, r.Name, r.Pages, pageSize, bench.FormatSize(int64(r.Pages)*int64(pageSize)), what)
+			}
+			fmt.Fprintf(g.stdout, "listening on %s\n", ln.Addr())
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(ln) }()
+			start := time.Now()
+			select {
+			case err = <-errc:
+			case <-cmd.Context().Done():
+				err = srv.Close()
+				<-errc
+			}
+			st := srv.Stats()
+			fmt.Fprintf(g.stdout, "served %d connections for %v: %d pages (%d zero), %s\n",
+				st.ConnectionsAccepted, time.Since(start).Round(time.Millisecond), st.PagesSent, st.ZeroPagesSent, bench.FormatSize(int64(st.BytesSent)))
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:7070", "address to listen on (loopback unless --insecure)")
+	f.StringVar(&file, "file", "", "serve this memory file (one region, zero-padded to whole pages)")
+	f.StringVar(&demo, "demo", "", "serve a built-in demo region of this size (e.g. 256MiB)")
+	f.Uint64Var(&demoSeed, "demo-seed", 1, "seed of the demo region's content")
+	f.Float64Var(&demoZero, "demo-zero", 0.25, "fraction of the demo region's pages that are zero")
+	f.BoolVar(&insecure, "insecure", false, "allow a non-loopback --listen address without TLS")
+	return cmd
+}

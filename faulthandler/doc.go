@@ -1,0 +1,47 @@
+// Package faulthandler is the target side of a post-copy migration. It maps
+// a region of anonymous memory, registers it with userfaultfd in MISSING
+// mode, and turns every fault on a missing page into a fetch from a page
+// source: a remote page server over the wire protocol (Dial, NewRemote) or a
+// pageserver.Source in the same process (NewLocal). A background pull fetches
+// every page nobody touched, and the migration is complete when every page is
+// resident: the region is then unregistered and stays mapped, owned by the
+// Handler, with the source's content byte for byte.
+//
+// # Invariants
+//
+//   - A page is installed only with UFFDIO_COPY or UFFDIO_ZEROPAGE, which
+//     never overwrite a present page: a late or duplicate reply cannot clobber
+//     what the workload already wrote (the kernel answers EEXIST, and that
+//     page is skipped).
+//   - Every page received over the network is checked against its xxh3-64
+//     hash before it is installed. A mismatch fails the migration.
+//   - One demand request per page: the per-page state moves
+//     missing → requested → resident with compare-and-swap, so any number of
+//     threads faulting on one page produce one request and all of them are
+//     woken by the one install. A fault on a page already requested by the
+//     background pull is upgraded to one demand request on the urgent
+//     connection, so it never waits behind bulk data.
+//   - Fail closed: when the migration fails (source gone, bad hash, protocol
+//     error) the faulting threads stay blocked, Wait returns the error, and
+//     Close unmaps the region before it closes the userfaultfd, so a thread
+//     that touches a missing page afterwards gets SIGSEGV, never a zero page.
+//
+// # Goroutines
+//
+// The fault loop reads fault events in batches (busy-polling for Options.Spin
+// after each batch, then blocking in epoll) and sends demand requests on the
+// urgent connection, which it alone writes. Each connection has one receive
+// loop that verifies and installs pages. The pull loop alone writes the bulk
+// connection and keeps at most Options.PullWindow requests in flight.
+//
+// A goroutine blocked in a userfaultfd fault keeps its P: the runtime sees it
+// as running. If as many goroutines fault at once as there are Ps, the fault
+// loop cannot run until the scheduler preempts one of them (10 ms or more).
+// A Go program that touches a migrated region from N goroutines should run
+// with GOMAXPROCS of at least N+2; ReserveProcs does that.
+//
+// # Locks
+//
+// None on the fault path: page state is atomic. Handler.mu guards the
+// failure and completion bookkeeping only.
+package faulthandler

@@ -1,0 +1,575 @@
+package faulthandler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pagewarp/pagewarp/internal/epoll"
+	"github.com/pagewarp/pagewarp/internal/uffd"
+)
+
+// Page states. A page moves only forward, except that a background request
+// may be upgraded to a demand request.
+const (
+	stateMissing    uint32 = iota
+	stateDemand            // a demand request is in flight
+	stateBackground        // a background request is in flight
+	stateResident          // installed
+)
+
+var (
+	// ErrClosed is returned by Wait after Close.
+	ErrClosed = errors.New("faulthandler: closed")
+	// ErrHashMismatch is wrapped by the error of a migration that received a
+	// page whose content does not match its hash.
+	ErrHashMismatch = errors.New("page hash mismatch")
+)
+
+// Options configure a Handler. The zero value is usable.
+type Options struct {
+	// Spin is how long the fault loop busy-polls for the next fault after
+	// handling a batch before it blocks in epoll. 0 (the default) or
+	// negative: no spinning. Measured on a 2-vCPU KVM guest, blocking is the
+	// better default: the kernel wakes the fault loop on the faulting
+	// thread's CPU and both run there (p50 ~4 µs a fault), while a loop
+	// spinning on the other vCPU must wake the faulting thread's halted vCPU
+	// with an IPI (p50 4-60 µs, run to run). Spinning can pay off on hosts
+	// whose idle vCPUs poll.
+	Spin time.Duration
+	// NoPull disables the background pull: pages arrive only on demand and
+	// Wait returns only once the workload has touched every page. For
+	// latency measurements.
+	NoPull bool
+	// PullChunk is the number of pages per background request (default 256,
+	// at most 1024).
+	PullChunk int
+	// PullWindow is the number of background requests in flight (default 4).
+	PullWindow int
+	// Region selects the region to migrate by id (remote handlers; default
+	// the first region the server lists).
+	Region *uint32
+	// Verify makes Wait compare a digest of the whole region with the
+	// source's after the last page is installed (remote handlers).
+	Verify bool
+	// IOTimeout bounds each write to the server and the handshake. Default 30s.
+	IOTimeout time.Duration
+	// Logger receives debug and error messages. Default: discard.
+	Logger *slog.Logger
+	// UserModeOnly opens the userfaultfd with UFFD_USER_MODE_ONLY even when
+	// a full descriptor is allowed.
+	UserModeOnly bool
+}
+
+func (o *Options) setDefaults() {
+	if o.PullChunk <= 0 {
+		o.PullChunk = 256
+	}
+	if o.PullChunk > 1024 {
+		o.PullChunk = 1024
+	}
+	if o.PullWindow <= 0 {
+		o.PullWindow = 4
+	}
+	if o.IOTimeout <= 0 {
+		o.IOTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// fetcher is where pages come from: a remote server or a local source.
+type fetcher interface {
+	// demand asks for page (the fault loop has moved it to stateDemand). The
+	// fault loop calls it for each fault of a batch, then flush once.
+	demand(page uint64) error
+	flush() error
+	// pull runs the background pull until ctx ends or every page is
+	// requested; it calls claim to pick pages.
+	pull(ctx context.Context) error
+	// start launches receive loops.
+	start(ctx context.Context)
+	// finish is called once every page is resident: verify, say goodbye.
+	finish(ctx context.Context) error
+	// close tears down connections; it must unblock every loop.
+	close()
+}
+
+// Handler serves the faults of one migrated region.
+type Handler struct {
+	opts     Options
+	mem      []byte
+	base     uintptr
+	pageSize int
+	npages   uint64
+
+	uffd  *uffd.FD
+	poll  *epoll.Poller
+	state []atomic.Uint32
+	// demandStart[p] is the nanotime a demand request for p was sent, for
+	// the service-time histogram.
+	demandStart []atomic.Int64
+	resident    atomic.Uint64
+	// latestFault is the page of the most recent demand fault + 1 (0: none);
+	// the pull restarts near it.
+	latestFault atomic.Uint64
+
+	fetch fetcher
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	err      error         // first failure
+	failed   chan struct{} // closed on failure
+	complete chan struct{} // closed when every page is resident
+	finished chan struct{} // closed when the post-completion work is done
+	closed   bool
+
+	started time.Time
+	ended   atomic.Int64 // unix nanos when complete
+	stats   counters
+}
+
+// newHandler maps the region and registers it; the caller sets fetch.
+func newHandler(pageSize int, npages uint64, opts Options) (*Handler, error) {
+	opts.setDefaults()
+	if pageSize != os.Getpagesize() {
+		return nil, fmt.Errorf("page size %d: this host maps %d-byte pages (huge pages are not supported yet)", pageSize, os.Getpagesize())
+	}
+	if npages == 0 {
+		return nil, errors.New("empty region")
+	}
+	if npages > (1<<47)/uint64(pageSize) {
+		return nil, fmt.Errorf("region of %d pages exceeds the address space", npages)
+	}
+	length := int(npages) * pageSize
+	mem, err := unix.Mmap(-1, 0, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("mmap %d bytes: %w", length, err)
+	}
+	u, err := uffd.Open(uffd.OpenOptions{UserModeOnly: opts.UserModeOnly})
+	if err != nil {
+		unix.Munmap(mem)
+		return nil, err
+	}
+	base := addrOf(mem)
+	ioctls, err := u.Register(base, uint64(length), uffd.RegisterModeMissing)
+	if err != nil {
+		u.Close()
+		unix.Munmap(mem)
+		return nil, err
+	}
+	if want := uint64(uffd.IoctlBitCopy | uffd.IoctlBitZeropage | uffd.IoctlBitWake); ioctls&want != want {
+		u.Close()
+		unix.Munmap(mem)
+		return nil, fmt.Errorf("registered range allows ioctls %#x, need COPY, ZEROPAGE and WAKE", ioctls)
+	}
+	p, err := epoll.New(u.Int())
+	if err != nil {
+		u.Close()
+		unix.Munmap(mem)
+		return nil, err
+	}
+	h := &Handler{
+		opts:        opts,
+		mem:         mem,
+		base:        base,
+		pageSize:    pageSize,
+		npages:      npages,
+		uffd:        u,
+		poll:        p,
+		state:       make([]atomic.Uint32, npages),
+		demandStart: make([]atomic.Int64, npages),
+		failed:      make(chan struct{}),
+		complete:    make(chan struct{}),
+		finished:    make(chan struct{}),
+	}
+	h.stats.init()
+	return h, nil
+}
+
+// Memory returns the migrated region. Touching a page that is not resident
+// blocks the touching thread until the page arrives.
+func (h *Handler) Memory() []byte { return h.mem }
+
+// PageSize returns the page size in bytes.
+func (h *Handler) PageSize() int { return h.pageSize }
+
+// Pages returns the number of pages in the region.
+func (h *Handler) Pages() uint64 { return h.npages }
+
+// Resident returns the number of pages installed so far.
+func (h *Handler) Resident() uint64 { return h.resident.Load() }
+
+// Start launches the fault loop, the receive loops and the background pull.
+// The workload may touch Memory() as soon as Start returns.
+func (h *Handler) Start() {
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.started = time.Now()
+	h.fetch.start(h.ctx)
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		if err := h.faultLoop(); err != nil {
+			h.fail(err)
+		}
+	}()
+	if !h.opts.NoPull {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			if err := h.fetch.pull(h.ctx); err != nil {
+				h.fail(fmt.Errorf("background pull: %w", err))
+			}
+		}()
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		select {
+		case <-h.complete:
+		case <-h.ctx.Done():
+			return
+		}
+		if err := h.completeMigration(); err != nil {
+			h.fail(err)
+			return
+		}
+		close(h.finished)
+	}()
+}
+
+// completeMigration runs once every page is resident.
+func (h *Handler) completeMigration() error {
+	h.ended.Store(time.Now().UnixNano())
+	if err := h.uffd.Unregister(h.base, uint64(len(h.mem))); err != nil {
+		return err
+	}
+	h.poll.Close()
+	ctx, cancel := context.WithTimeout(h.ctx, h.opts.IOTimeout)
+	defer cancel()
+	return h.fetch.finish(ctx)
+}
+
+// Wait blocks until the migration is complete (every page resident, the
+// region unregistered, the connections closed cleanly and, with
+// Options.Verify, the digest checked) or has failed, or ctx ends.
+func (h *Handler) Wait(ctx context.Context) error {
+	select {
+	case <-h.finished:
+		return nil
+	case <-h.failed:
+		return h.failure()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *Handler) failure() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err
+}
+
+// fail records the first failure. Faulting threads stay blocked: nothing is
+// unregistered here.
+func (h *Handler) fail(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		return
+	}
+	select {
+	case <-h.finished:
+		return // late errors from teardown after success
+	default:
+	}
+	h.err = err
+	close(h.failed)
+	h.opts.Logger.Error("migration failed", "err", err)
+}
+
+// Close stops every loop and releases the connections and the userfaultfd.
+// After a complete migration the region stays mapped (Release unmaps it).
+// After a failure, or before completion, the region is unmapped first, so
+// no thread can ever read a page that did not arrive as zeros.
+func (h *Handler) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	if h.err == nil {
+		select {
+		case <-h.finished:
+		default:
+			h.err = ErrClosed
+			close(h.failed)
+		}
+	}
+	h.mu.Unlock()
+
+	done := isClosed(h.finished)
+	if !done {
+		// Fail closed: take the memory away before the userfaultfd goes.
+		unix.Munmap(h.mem)
+		h.mem = nil
+	}
+	if h.cancel != nil {
+		h.cancel()
+	}
+	h.poll.Close()
+	h.fetch.close()
+	h.wg.Wait()
+	h.poll.Release()
+	return h.uffd.Close()
+}
+
+// Release unmaps the region. Call it after Close when the memory is no
+// longer needed.
+func (h *Handler) Release() error {
+	if h.mem == nil {
+		return nil
+	}
+	err := unix.Munmap(h.mem)
+	h.mem = nil
+	return err
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// faultLoop reads fault events and turns each into a demand fetch.
+func (h *Handler) faultLoop() error {
+	buf := make([]byte, uffd.MsgBufSize(64))
+	msgs := make([]uffd.Msg, 0, 64)
+	pageMask := ^uintptr(h.pageSize - 1)
+	for {
+		var err error
+		msgs, err = h.uffd.ReadMsgs(msgs[:0], buf)
+		if errors.Is(err, unix.EAGAIN) {
+			if h.opts.Spin > 0 && h.spin() {
+				continue
+			}
+			if isClosed(h.complete) {
+				return nil
+			}
+			if _, err := h.poll.Wait(-1); err != nil {
+				if errors.Is(err, epoll.ErrClosed) {
+					return nil
+				}
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			if h.ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read fault events: %w", err)
+		}
+		h.stats.faultEvents.Add(uint64(len(msgs)))
+		h.stats.faultBatches.Add(1)
+		requested := false
+		for _, m := range msgs {
+			if m.Event != uffd.EventPagefault {
+				continue
+			}
+			addr := m.Address & pageMask
+			if addr < h.base || addr >= h.base+uintptr(len(h.mem)) {
+				h.opts.Logger.Warn("fault outside the region", "addr", fmt.Sprintf("%#x", m.Address))
+				continue
+			}
+			page := uint64(addr-h.base) / uint64(h.pageSize)
+			h.latestFault.Store(page + 1)
+			if h.claimDemand(page) {
+				h.demandStart[page].Store(nanotime())
+				h.stats.demandRequests.Add(1)
+				if err := h.fetch.demand(page); err != nil {
+					return err
+				}
+				requested = true
+			} else {
+				h.stats.faultsCoalesced.Add(1)
+			}
+		}
+		if requested {
+			if err := h.fetch.flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// spin busy-polls the descriptor for up to Options.Spin; it reports whether
+// an event arrived.
+func (h *Handler) spin() bool {
+	deadline := nanotime() + int64(h.opts.Spin)
+	var pfd = []unix.PollFd{{Fd: int32(h.uffd.Int()), Events: unix.POLLIN}}
+	for nanotime() < deadline {
+		n, err := unix.Poll(pfd, 0)
+		if err == nil && n > 0 {
+			return true
+		}
+		if h.ctx.Err() != nil {
+			return false
+		}
+		runtime.Gosched()
+	}
+	return false
+}
+
+// claimDemand moves a page to stateDemand if it is missing or only
+// requested in the background. It reports whether the caller must send a
+// demand request.
+func (h *Handler) claimDemand(page uint64) bool {
+	s := &h.state[page]
+	for {
+		switch cur := s.Load(); cur {
+		case stateMissing, stateBackground:
+			if s.CompareAndSwap(cur, stateDemand) {
+				return true
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// claimBackground moves a missing page to stateBackground.
+func (h *Handler) claimBackground(page uint64) bool {
+	return h.state[page].CompareAndSwap(stateMissing, stateBackground)
+}
+
+// nextMissingRun finds, from page from on (wrapping once), the first run of
+// missing pages, claims up to max of them for the background and returns
+// the run. ok is false when no page is missing.
+func (h *Handler) nextMissingRun(from uint64, max int) (first uint64, count int, ok bool) {
+	if from >= h.npages {
+		from = 0
+	}
+	p := from
+	for scanned := uint64(0); scanned < h.npages; scanned++ {
+		if h.claimBackground(p) {
+			first, count = p, 1
+			for count < max && p+1 < h.npages && h.claimBackground(p+1) {
+				p++
+				count++
+			}
+			return first, count, true
+		}
+		p++
+		if p == h.npages {
+			p = 0
+		}
+	}
+	return 0, 0, false
+}
+
+// installData installs count pages starting at page from data (count *
+// pageSize bytes, already verified). Pages already present are skipped.
+func (h *Handler) installData(page uint64, count int, data []byte, kind pageKind) error {
+	return h.installRuns(page, count, kind, func(p uint64, n int) (int, error) {
+		off := int(p-page) * h.pageSize
+		return h.uffd.Copy(h.addr(p), data[off:off+n*h.pageSize], 0)
+	})
+}
+
+// installZero installs count zero pages starting at page.
+func (h *Handler) installZero(page uint64, count int, kind pageKind) error {
+	return h.installRuns(page, count, kind, func(p uint64, n int) (int, error) {
+		return h.uffd.Zeropage(h.addr(p), uint64(n*h.pageSize), 0)
+	})
+}
+
+// installRuns walks [page, page+count), installing each run of non-resident
+// pages with one call of do. A page the kernel reports present (EEXIST; a
+// racing install of the same page) is skipped.
+func (h *Handler) installRuns(page uint64, count int, kind pageKind, do func(p uint64, n int) (int, error)) error {
+	end := page + uint64(count)
+	p := page
+	for p < end {
+		if h.state[p].Load() == stateResident {
+			p++
+			continue
+		}
+		q := p + 1
+		for q < end && h.state[q].Load() != stateResident {
+			q++
+		}
+		n, err := do(p, int(q-p))
+		installed := uint64(n / h.pageSize)
+		h.markResident(p, installed, kind)
+		p += installed
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EEXIST):
+			// Present already: installed by a racing reply. Its state is
+			// resident or about to be; count nothing and move on.
+			p++
+		default:
+			return fmt.Errorf("install page %d: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// markResident records n pages from p as installed.
+func (h *Handler) markResident(p, n uint64, kind pageKind) {
+	now := int64(0)
+	var added uint64
+	for i := p; i < p+n; i++ {
+		old := h.state[i].Swap(stateResident)
+		if old == stateResident {
+			continue
+		}
+		added++
+		if old == stateDemand {
+			if t := h.demandStart[i].Load(); t != 0 {
+				if now == 0 {
+					now = nanotime()
+				}
+				h.stats.serviceTime.observe(time.Duration(now - t))
+			}
+		}
+	}
+	if added == 0 {
+		return
+	}
+	h.stats.pages[kind].Add(added)
+	if h.resident.Add(added) == h.npages {
+		close(h.complete)
+	}
+}
+
+func (h *Handler) addr(page uint64) uintptr { return h.base + uintptr(page)*uintptr(h.pageSize) }
+
+// ReserveProcs raises GOMAXPROCS so that n goroutines blocked in faults on a
+// migrated region still leave Ps for the fault loop and the receive loops.
+// It returns the previous setting.
+func ReserveProcs(n int) int {
+	want := runtime.NumCPU() + n
+	prev := runtime.GOMAXPROCS(0)
+	if prev < want {
+		runtime.GOMAXPROCS(want)
+	}
+	return prev
+}

@@ -1,0 +1,123 @@
+package faulthandler
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// pageKind says how a page arrived.
+type pageKind int
+
+const (
+	kindDemand pageKind = iota
+	kindBackground
+	kindZero
+	numKinds
+)
+
+// histogram is a lock-free log-linear latency histogram: buckets of
+// 2^(k/4) ns, about 19% wide, from 1 ns to ~70 s.
+type histogram struct {
+	buckets [160]atomic.Uint64
+	count   atomic.Uint64
+	sum     atomic.Int64
+}
+
+func bucketOf(d time.Duration) int {
+	if d < 1 {
+		d = 1
+	}
+	b := int(4 * math.Log2(float64(d)))
+	if b >= 160 {
+		b = 159
+	}
+	return b
+}
+
+func (h *histogram) observe(d time.Duration) {
+	h.buckets[bucketOf(d)].Add(1)
+	h.count.Add(1)
+	h.sum.Add(int64(d))
+}
+
+// quantile returns an upper bound of the q-quantile (the upper edge of its
+// bucket), 0 when empty.
+func (h *histogram) quantile(q float64) time.Duration {
+	n := h.count.Load()
+	if n == 0 {
+		return 0
+	}
+	rank := uint64(math.Ceil(q * float64(n)))
+	if rank == 0 {
+		rank = 1
+	}
+	var seen uint64
+	for i := range h.buckets {
+		seen += h.buckets[i].Load()
+		if seen >= rank {
+			return time.Duration(math.Exp2(float64(i+1) / 4))
+		}
+	}
+	return time.Duration(math.Exp2(160.0 / 4))
+}
+
+type counters struct {
+	faultEvents     atomic.Uint64
+	faultBatches    atomic.Uint64
+	faultsCoalesced atomic.Uint64
+	demandRequests  atomic.Uint64
+	pullRequests    atomic.Uint64
+	bytesReceived   atomic.Uint64
+	pages           [numKinds]atomic.Uint64
+	serviceTime     histogram
+}
+
+func (c *counters) init() {}
+
+// Stats is a snapshot of a Handler's counters.
+type Stats struct {
+	Pages           uint64        // pages in the region
+	Resident        uint64        // pages installed
+	FaultEvents     uint64        // fault events read from the userfaultfd
+	FaultBatches    uint64        // reads that returned events
+	FaultsCoalesced uint64        // faults on a page already requested or resident
+	DemandRequests  uint64        // demand requests sent (one per page at most)
+	PullRequests    uint64        // background requests sent
+	DemandPages     uint64        // pages installed from demand replies
+	BackgroundPages uint64        // pages installed from background replies
+	ZeroPages       uint64        // pages installed as zero pages
+	BytesReceived   uint64        // page bytes received from the source
+	ServiceP50      time.Duration // demand request to install, median
+	ServiceP99      time.Duration // demand request to install, 99th percentile
+	Elapsed         time.Duration // Start to the last page (or to now)
+	PageSize        int
+	Complete        bool
+}
+
+// Stats returns the handler's counters.
+func (h *Handler) Stats() Stats {
+	s := Stats{
+		Pages:           h.npages,
+		Resident:        h.resident.Load(),
+		FaultEvents:     h.stats.faultEvents.Load(),
+		FaultBatches:    h.stats.faultBatches.Load(),
+		FaultsCoalesced: h.stats.faultsCoalesced.Load(),
+		DemandRequests:  h.stats.demandRequests.Load(),
+		PullRequests:    h.stats.pullRequests.Load(),
+		DemandPages:     h.stats.pages[kindDemand].Load(),
+		BackgroundPages: h.stats.pages[kindBackground].Load(),
+		ZeroPages:       h.stats.pages[kindZero].Load(),
+		BytesReceived:   h.stats.bytesReceived.Load(),
+		ServiceP50:      h.stats.serviceTime.quantile(0.50),
+		ServiceP99:      h.stats.serviceTime.quantile(0.99),
+		PageSize:        h.pageSize,
+		Complete:        isClosed(h.complete),
+	}
+	if end := h.ended.Load(); end != 0 {
+		s.Elapsed = time.Unix(0, end).Sub(h.started)
+	} else if !h.started.IsZero() {
+		s.Elapsed = time.Since(h.started)
+	}
+	return s
+}
