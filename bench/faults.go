@@ -58,17 +58,17 @@ type FaultsResult struct {
 	PullGbps     float64 `json:"pull_gbps"`
 
 	// Context for the figures above.
-	InprocessSpinP50     float64 `json:"inprocess_spin_p50_us"` // with 50 µs of busy-polling
-	InprocessSpinP99     float64 `json:"inprocess_spin_p99_us"`
-	InprocessOverBase    float64 `json:"inprocess_over_baseline_p50"`
-	Samples              int     `json:"samples"`
-	PullBytes            int64   `json:"pull_bytes"`
-	PullSeconds          float64 `json:"pull_seconds"`
-	SpinMicros           float64 `json:"spin_us"`
-	CPUs                 int     `json:"cpus"`
-	GoVersion            string  `json:"go_version"`
-	Kernel               string  `json:"kernel"`
-	BaselineNote         string  `json:"baseline_note,omitempty"`
+	InprocessSpinP50  float64 `json:"inprocess_spin_p50_us"` // with 50 µs of busy-polling
+	InprocessSpinP99  float64 `json:"inprocess_spin_p99_us"`
+	InprocessOverBase float64 `json:"inprocess_over_baseline_p50"`
+	Samples           int     `json:"samples"`
+	PullBytes         int64   `json:"pull_bytes"`
+	PullSeconds       float64 `json:"pull_seconds"`
+	SpinMicros        float64 `json:"spin_us"`
+	CPUs              int     `json:"cpus"`
+	GoVersion         string  `json:"go_version"`
+	Kernel            string  `json:"kernel"`
+	BaselineNote      string  `json:"baseline_note,omitempty"`
 }
 
 // Faults runs the fault benchmark: the same sequential fault workload

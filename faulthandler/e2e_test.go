@@ -330,4 +330,3 @@ func TestLocalPull(t *testing.T) {
 		t.Fatalf("stats %+v: want complete with zero pages", st)
 	}
 }
-

@@ -189,8 +189,8 @@ type remote struct {
 	cursor    uint64 // where the search for missing pages resumes
 	seenFault uint64 // latestFault when cursor was last moved to it
 	pullDone  bool   // no page was left to request
-	closing atomic.Bool
-	once    sync.Once
+	closing   atomic.Bool
+	once      sync.Once
 }
 
 func (r *remote) start(ctx context.Context) {
