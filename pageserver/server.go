@@ -1,0 +1,355 @@
+package pageserver
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zeebo/xxh3"
+
+	"github.com/pagewarp/pagewarp/wire"
+)
+
+const (
+	defaultWriteTimeout     = 10 * time.Second
+	defaultHandshakeTimeout = 5 * time.Second
+	defaultName             = "pagewarp-pageserver"
+
+	// serverFeatures are the feature bits this server implements.
+	serverFeatures = wire.FeatureZeroPages | wire.FeaturePageHashes
+
+	// maxFramePages bounds the pages in one Pages frame, so that a demand reply waits behind at most
+	// one such frame of a background request (256 KiB with 4 KiB pages).
+	maxFramePages = 64
+	// maxFrameData is the page data one Pages frame may carry under wire.MaxFrameSize, leaving room for
+	// the header and hashes.
+	maxFrameData = wire.MaxPageSize
+
+	// queueDepth bounds each connection's demand and background queues. When one is full the receive
+	// loop stops reading, and TCP flow control pushes back on the target.
+	queueDepth = 64
+
+	// shutdownGrace bounds the writes of a connection once Close is called, Bye included.
+	shutdownGrace = time.Second
+	// lingerTimeout bounds how long a connection that sent its last frame (Bye or Error) waits for the
+	// peer to close, discarding what it sends, so that closing with unread input does not reset the
+	// connection before the peer has read that frame.
+	lingerTimeout = 500 * time.Millisecond
+)
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	// Logger receives connection events at Debug and Info; nil discards them.
+	Logger *slog.Logger
+	// Name is sent in Welcome (at most wire.MaxNameLen bytes); default "pagewarp-pageserver".
+	Name string
+	// WriteTimeout bounds every flush to a connection; default 10s.
+	WriteTimeout time.Duration
+	// HandshakeTimeout bounds the wait for Hello; default 5s.
+	HandshakeTimeout time.Duration
+}
+
+// Stats are a Server's counters since New.
+type Stats struct {
+	ConnectionsAccepted uint64
+	ConnectionsActive   int64
+	// Requests counts page requests by priority: Requests[wire.PriorityDemand] and
+	// Requests[wire.PriorityBackground].
+	Requests       [2]uint64
+	DigestRequests uint64
+	// PagesSent counts pages sent with their data; ZeroPagesSent pages sent as zero runs.
+	PagesSent     uint64
+	ZeroPagesSent uint64
+	// BytesSent counts every byte written to connections, frame headers included.
+	BytesSent uint64
+	// Errors counts Error messages sent to clients, by code (each closes its connection).
+	Errors [wire.NumCodes]uint64
+}
+
+type counters struct {
+	accepted, digests, pages, zeroPages, bytes atomic.Uint64
+	active                                     atomic.Int64
+	requests                                   [2]atomic.Uint64
+	errors                                     [wire.NumCodes]atomic.Uint64
+}
+
+// Server serves pages from a Source to targets, one connection per channel. See the package
+// documentation for its goroutines and invariants.
+type Server struct {
+	src      Source
+	slicer   Slicer // nil if src is not one
+	cache    bool   // src is Immutable: digests are cached
+	log      *slog.Logger
+	opts     Options
+	err      error // invalid configuration, reported by Serve and to clients
+	pageSize int
+	regions  []wire.Region
+	pages    map[uint32]uint64 // region id -> pages
+	// framePages is the number of pages per Pages frame: min(64, what fits in one frame).
+	framePages int
+	zeroPage   []byte
+
+	done chan struct{} // closed by Close
+
+	mu        sync.Mutex // guards closed, listeners, conns
+	closed    bool
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	wg        sync.WaitGroup // connections and Serve loops
+
+	digestMu sync.Mutex
+	digests  map[uint32][16]byte // guarded by digestMu; only when cache
+
+	stats counters
+	hooks testHooks
+}
+
+// testHooks let tests order events deterministically. All are nil outside tests.
+type testHooks struct {
+	enqueued    func(wire.Request) // receive loop, after a request is queued
+	beforeJob   func()             // send loop, before it waits for the next job
+	beforeChunk func(wire.Request) // send loop, before each chunk of a background request
+}
+
+// New returns a Server for src. If src is not usable (an invalid page size, too many regions,
+// duplicate region ids), Serve returns the reason and every client gets an internal error.
+func New(src Source, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Name == "" {
+		opts.Name = defaultName
+	}
+	if len(opts.Name) > wire.MaxNameLen {
+		opts.Name = opts.Name[:wire.MaxNameLen]
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = defaultWriteTimeout
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	s := &Server{
+		src:       src,
+		log:       opts.Logger,
+		opts:      opts,
+		done:      make(chan struct{}),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		digests:   make(map[uint32][16]byte),
+		pages:     make(map[uint32]uint64),
+	}
+	s.slicer, _ = src.(Slicer)
+	if im, ok := src.(Immutable); ok {
+		s.cache = im.Immutable()
+	}
+	s.pageSize = src.PageSize()
+	s.regions = src.Regions()
+	if err := checkPageSize(s.pageSize); err != nil {
+		s.err = fmt.Errorf("pageserver: source: %w", err)
+		return s
+	}
+	if len(s.regions) > wire.MaxRegions {
+		s.err = fmt.Errorf("pageserver: source has %d regions, limit %d", len(s.regions), wire.MaxRegions)
+		return s
+	}
+	for _, r := range s.regions {
+		if _, dup := s.pages[r.ID]; dup {
+			s.err = fmt.Errorf("pageserver: source has two regions with id %d", r.ID)
+			return s
+		}
+		if len(r.Name) > wire.MaxNameLen {
+			s.err = fmt.Errorf("pageserver: region %d name is %d bytes, limit %d", r.ID, len(r.Name), wire.MaxNameLen)
+			return s
+		}
+		s.pages[r.ID] = r.Pages
+	}
+	s.framePages = min(maxFramePages, maxFrameData/s.pageSize)
+	s.zeroPage = make([]byte, s.pageSize)
+	return s
+}
+
+// Serve accepts connections on ln and serves each in its own goroutines until Close. It returns nil
+// after Close, else the error that stopped Accept. ln is closed when Serve returns.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.err != nil {
+		ln.Close()
+		return s.err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.listeners[ln] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+		s.wg.Done()
+	}()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.done:
+				return nil
+			default:
+			}
+			return fmt.Errorf("pageserver: accept: %w", err)
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return nil
+		}
+		s.wg.Add(1) // taken here so that Close waits for this connection
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			s.ServeConn(nc)
+		}()
+	}
+}
+
+// ServeConn serves one connection until the peer leaves, a protocol error, or Close, and closes it.
+// It can be called directly with any net.Conn, a net.Pipe end included.
+func (s *Server) ServeConn(nc net.Conn) {
+	c := newConn(s, nc)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.stats.accepted.Add(1)
+	s.stats.active.Add(1)
+	defer func() {
+		nc.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.stats.active.Add(-1)
+		s.wg.Done()
+	}()
+	c.serve()
+}
+
+// Close stops accepting, sends Bye{"shutdown"} to connected clients (best effort, within a second),
+// closes every connection and waits for all goroutines. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	var err error
+	for ln := range s.listeners {
+		if e := ln.Close(); e != nil && !errors.Is(e, net.ErrClosed) && err == nil {
+			err = fmt.Errorf("pageserver: close listener: %w", e)
+		}
+	}
+	for c := range s.conns {
+		c.shutdown()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+// Stats returns a snapshot of the counters. Counters are read one by one, so a snapshot taken while
+// serving may be mildly inconsistent across fields.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		ConnectionsAccepted: s.stats.accepted.Load(),
+		ConnectionsActive:   s.stats.active.Load(),
+		DigestRequests:      s.stats.digests.Load(),
+		PagesSent:           s.stats.pages.Load(),
+		ZeroPagesSent:       s.stats.zeroPages.Load(),
+		BytesSent:           s.stats.bytes.Load(),
+	}
+	for i := range st.Requests {
+		st.Requests[i] = s.stats.requests[i].Load()
+	}
+	for i := range st.Errors {
+		st.Errors[i] = s.stats.errors[i].Load()
+	}
+	return st
+}
+
+// digest returns the cached digest of region, if any.
+func (s *Server) cachedDigest(region uint32) ([16]byte, bool) {
+	if !s.cache {
+		return [16]byte{}, false
+	}
+	s.digestMu.Lock()
+	defer s.digestMu.Unlock()
+	sum, ok := s.digests[region]
+	return sum, ok
+}
+
+func (s *Server) storeDigest(region uint32, sum [16]byte) {
+	if !s.cache {
+		return
+	}
+	s.digestMu.Lock()
+	s.digests[region] = sum
+	s.digestMu.Unlock()
+}
+
+// discard reads and drops what the peer still sends, up to the read deadline already set, so that
+// closing does not reset the connection under a frame the peer has yet to read.
+func discard(nc net.Conn) {
+	io.Copy(io.Discard, io.LimitReader(nc, 4<<20))
+}
+
+// Digest computes the protocol's digest algorithm 1 (wire.DigestXXH3Over64) over a whole region of
+// src: the xxh3-128 of every page's xxh3-64 hash as 8 little-endian bytes, big-endian. A target uses the
+// same function over its own copy.
+func Digest(src Source, region uint32) ([16]byte, error) {
+	var pages uint64
+	found := false
+	for _, r := range src.Regions() {
+		if r.ID == region {
+			pages, found = r.Pages, true
+			break
+		}
+	}
+	if !found {
+		return [16]byte{}, fmt.Errorf("digest region %d: %w", region, ErrUnknownRegion)
+	}
+	ps := src.PageSize()
+	if err := checkPageSize(ps); err != nil {
+		return [16]byte{}, fmt.Errorf("digest region %d: %w", region, err)
+	}
+	h := xxh3.New128()
+	chunk := uint64(min(maxFramePages, maxFrameData/ps))
+	buf := make([]byte, int(chunk)*ps)
+	hashes := make([]byte, 0, int(chunk)*wire.HashLen)
+	for page := uint64(0); page < pages; page += chunk {
+		n := min(chunk, pages-page)
+		data := buf[:int(n)*ps]
+		if err := src.ReadPages(region, page, data); err != nil {
+			return [16]byte{}, fmt.Errorf("digest region %d: %w", region, err)
+		}
+		hashes = appendHashes(hashes[:0], data, ps)
+		h.Write(hashes)
+	}
+	return h.Sum128().Bytes(), nil
+}
