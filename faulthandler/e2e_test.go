@@ -56,7 +56,7 @@ func runTarget(specJSON string) int {
 		fmt.Fprintln(os.Stderr, "target spec:", err)
 		return 3
 	}
-	runtime.GOMAXPROCS(faulthandler.ReserveProcs(spec.Threads))
+	faulthandler.ReserveProcs(spec.Threads)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	h, err := faulthandler.Dial(ctx, "tcp", spec.Addr, faulthandler.Options{Verify: true})
@@ -280,7 +280,7 @@ func TestManyThreadsOnePage(t *testing.T) {
 	got := make(chan byte, threads)
 	const page, off = 17, 123
 	for range threads {
-		go func() { got <- h.Memory()[page*ps+off] }()
+		go func() { got <- loadByte(h.Memory(), page*ps+off) }()
 	}
 	for range threads {
 		select {
@@ -330,3 +330,11 @@ func TestLocalPull(t *testing.T) {
 		t.Fatalf("stats %+v: want complete with zero pages", st)
 	}
 }
+
+// loadByte reads b[i] in a function of its own. Sending b[i] on a channel
+// directly would make the runtime copy it out of the region while holding
+// the channel's lock, so a fault there would block every other user of the
+// channel.
+//
+//go:noinline
+func loadByte(b []byte, i int) byte { return b[i] }

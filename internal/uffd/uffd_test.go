@@ -79,7 +79,7 @@ func TestMissingFaultCopyAndZeropage(t *testing.T) {
 
 	// A reader blocks on page 3 until we install pages 2..5 in one COPY.
 	got := make(chan byte, 1)
-	go func() { got <- mem[3*pageSize+7] }()
+	go func() { got <- loadByte(mem, 3*pageSize+7) }()
 	m := waitFault(t, u)
 	if m.Event != EventPagefault || m.Address != base+uintptr(3*pageSize) {
 		t.Fatalf("fault = %+v, want pagefault at %#x", m, base+uintptr(3*pageSize))
@@ -116,7 +116,7 @@ func TestMissingFaultCopyAndZeropage(t *testing.T) {
 
 	// DONTWAKE leaves the faulting thread asleep until Wake.
 	done := make(chan byte, 1)
-	go func() { done <- mem[12*pageSize] }()
+	go func() { done <- loadByte(mem, 12*pageSize) }()
 	m = waitFault(t, u)
 	if m.Address != base+uintptr(12*pageSize) {
 		t.Fatalf("fault at %#x, want page 12", m.Address)
@@ -313,3 +313,11 @@ func TestUnavailableErrorNamesFix(t *testing.T) {
 		}
 	}
 }
+
+// loadByte reads b[i] in a function of its own. Sending b[i] on a channel
+// directly would make the runtime copy it out of the region while holding
+// the channel's lock, so a fault there would block every other user of the
+// channel.
+//
+//go:noinline
+func loadByte(b []byte, i int) byte { return b[i] }
