@@ -224,7 +224,19 @@ func baselineFaults(src []byte, pageSize int) (lat []float64, err error) {
 		return nil, fmt.Errorf("userfaultfd-go mapper.Register: %w", err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- mapper.Handle(fd, start, bytes.NewReader(src)) }()
+	go func() {
+		// mapper.Handle returns when poll(2) or read(2) is interrupted by a
+		// signal (the runtime's preemption signal, SIGURG, reaches its
+		// thread now and then). It keeps no state, so start it again.
+		for {
+			err := mapper.Handle(fd, start, bytes.NewReader(src))
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			done <- err
+			return
+		}
+	}()
 	lat = timeTouches(mem, pageSize)
 	if !bytes.Equal(mem, src) {
 		err = errors.New("userfaultfd-go region differs from the source")

@@ -31,7 +31,7 @@ func TestFaultModes(t *testing.T) {
 	ps := os.Getpagesize()
 	src := make([]byte, 3000*ps)
 	Content{Seed: 5}.Fill(src, ps)
-	for _, spin := range []int{0, 50000} {
+	for _, spin := range []int{0, 100000, 50000} {
 		lat, err := inprocessFaults(src, ps, time.Duration(spin))
 		if err != nil {
 			t.Fatal(err)

@@ -49,11 +49,17 @@ type Options struct {
 	// Wait returns only once the workload has touched every page. For
 	// latency measurements.
 	NoPull bool
-	// PullChunk is the number of pages per background request (default 256,
+	// PullChunk is the number of pages per background request (default 512,
 	// at most 1024).
 	PullChunk int
-	// PullWindow is the number of background requests in flight (default 4).
+	// PullWindow is the number of background requests in flight on each
+	// bulk connection (default 2).
 	PullWindow int
+	// BulkStreams is the number of bulk connections the pull uses, each with
+	// its own receive loop installing pages (Dial; default 3). More streams
+	// overlap more receiving, hashing and installing with the server's
+	// sending; docs/benchmarks.md has the measurements behind the defaults.
+	BulkStreams int
 	// Region selects the region to migrate by id (remote handlers; default
 	// the first region the server lists).
 	Region *uint32
@@ -71,13 +77,16 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	if o.PullChunk <= 0 {
-		o.PullChunk = 256
+		o.PullChunk = 512
 	}
 	if o.PullChunk > 1024 {
 		o.PullChunk = 1024
 	}
 	if o.PullWindow <= 0 {
-		o.PullWindow = 4
+		o.PullWindow = 2
+	}
+	if o.BulkStreams <= 0 {
+		o.BulkStreams = 3
 	}
 	if o.IOTimeout <= 0 {
 		o.IOTimeout = 30 * time.Second
@@ -98,6 +107,12 @@ type fetcher interface {
 	pull(ctx context.Context) error
 	// start launches receive loops.
 	start(ctx context.Context)
+	// pollFD is a descriptor the fault loop watches besides the
+	// userfaultfd (-1: none); readable is called when it is readable.
+	pollFD() int
+	readable() error
+	// release frees what close left for after the fault loop stopped.
+	release()
 	// finish is called once every page is resident: verify, say goodbye.
 	finish(ctx context.Context) error
 	// close tears down connections; it must unblock every loop.
@@ -134,6 +149,7 @@ type Handler struct {
 	failed   chan struct{} // closed on failure
 	complete chan struct{} // closed when every page is resident
 	finished chan struct{} // closed when the post-completion work is done
+	loopDone chan struct{} // closed when the fault loop has returned
 	closed   bool
 
 	started time.Time
@@ -175,12 +191,6 @@ func newHandler(pageSize int, npages uint64, opts Options) (*Handler, error) {
 		unix.Munmap(mem)
 		return nil, fmt.Errorf("registered range allows ioctls %#x, need COPY, ZEROPAGE and WAKE", ioctls)
 	}
-	p, err := epoll.New(u.Int())
-	if err != nil {
-		u.Close()
-		unix.Munmap(mem)
-		return nil, err
-	}
 	h := &Handler{
 		opts:        opts,
 		mem:         mem,
@@ -188,12 +198,12 @@ func newHandler(pageSize int, npages uint64, opts Options) (*Handler, error) {
 		pageSize:    pageSize,
 		npages:      npages,
 		uffd:        u,
-		poll:        p,
 		state:       make([]atomic.Uint32, npages),
 		demandStart: make([]atomic.Int64, npages),
 		failed:      make(chan struct{}),
 		complete:    make(chan struct{}),
 		finished:    make(chan struct{}),
+		loopDone:    make(chan struct{}),
 	}
 	h.stats.init()
 	return h, nil
@@ -212,15 +222,33 @@ func (h *Handler) Pages() uint64 { return h.npages }
 // Resident returns the number of pages installed so far.
 func (h *Handler) Resident() uint64 { return h.resident.Load() }
 
+// discard undoes newHandler for a Handler that never started.
+func (h *Handler) discard() {
+	h.uffd.Close()
+	unix.Munmap(h.mem)
+	h.mem = nil
+}
+
 // Start launches the fault loop, the receive loops and the background pull.
 // The workload may touch Memory() as soon as Start returns.
 func (h *Handler) Start() {
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.started = time.Now()
+	fds := []int{h.uffd.Int()}
+	if fd := h.fetch.pollFD(); fd >= 0 {
+		fds = append(fds, fd)
+	}
+	var err error
+	if h.poll, err = epoll.New(fds...); err != nil {
+		close(h.loopDone)
+		h.fail(err)
+		return
+	}
 	h.fetch.start(h.ctx)
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
+		defer close(h.loopDone)
 		if err := h.faultLoop(); err != nil {
 			h.fail(err)
 		}
@@ -257,6 +285,7 @@ func (h *Handler) completeMigration() error {
 		return err
 	}
 	h.poll.Close()
+	<-h.loopDone // finish reads what the fault loop read until now
 	ctx, cancel := context.WithTimeout(h.ctx, h.opts.IOTimeout)
 	defer cancel()
 	return h.fetch.finish(ctx)
@@ -330,10 +359,15 @@ func (h *Handler) Close() error {
 	if h.cancel != nil {
 		h.cancel()
 	}
-	h.poll.Close()
+	if h.poll != nil {
+		h.poll.Close()
+	}
 	h.fetch.close()
 	h.wg.Wait()
-	h.poll.Release()
+	h.fetch.release()
+	if h.poll != nil {
+		h.poll.Release()
+	}
 	return h.uffd.Close()
 }
 
@@ -372,11 +406,17 @@ func (h *Handler) faultLoop() error {
 			if isClosed(h.complete) {
 				return nil
 			}
-			if _, err := h.poll.Wait(-1); err != nil {
+			ready, err := h.poll.Wait(-1)
+			if err != nil {
 				if errors.Is(err, epoll.ErrClosed) {
 					return nil
 				}
 				return err
+			}
+			if ready&2 != 0 {
+				if err := h.fetch.readable(); err != nil {
+					return err
+				}
 			}
 			continue
 		}
@@ -423,11 +463,23 @@ func (h *Handler) faultLoop() error {
 // an event arrived.
 func (h *Handler) spin() bool {
 	deadline := nanotime() + int64(h.opts.Spin)
-	var pfd = []unix.PollFd{{Fd: int32(h.uffd.Int()), Events: unix.POLLIN}}
+	pfd := []unix.PollFd{{Fd: int32(h.uffd.Int()), Events: unix.POLLIN}}
+	if fd := h.fetch.pollFD(); fd >= 0 {
+		pfd = append(pfd, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
 	for nanotime() < deadline {
 		n, err := unix.Poll(pfd, 0)
 		if err == nil && n > 0 {
-			return true
+			if len(pfd) > 1 && pfd[1].Revents != 0 {
+				if err := h.fetch.readable(); err != nil {
+					h.fail(err)
+					return false
+				}
+			}
+			if pfd[0].Revents != 0 {
+				return true
+			}
+			continue
 		}
 		if h.ctx.Err() != nil {
 			return false

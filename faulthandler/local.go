@@ -49,7 +49,10 @@ func (l *local) flush() error          { return nil }
 func (l *local) finish(context.Context) error {
 	return nil
 }
-func (l *local) close() {}
+func (l *local) close()          {}
+func (l *local) release()        {}
+func (l *local) pollFD() int     { return -1 }
+func (l *local) readable() error { return nil }
 
 // read returns pages [page, page+count) of the source, aliasing the source
 // when it is a Slicer, else copied into scratch.

@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/zeebo/xxh3"
+	"golang.org/x/sys/unix"
 
 	"github.com/pagewarp/pagewarp/wire"
 )
@@ -25,50 +28,62 @@ const ClientName = "pagewarp-faulthandler"
 var ErrServerGone = errors.New("page server went away")
 
 // Dial connects to the page server at addr over network ("tcp", "unix")
-// with two connections, urgent and bulk, performs the handshake, and maps a
-// region of the size the server announces. Call Start to begin.
+// with one urgent and Options.BulkStreams bulk connections, performs the
+// handshake, and maps a region of the size the server announces. Call
+// Start to begin.
 func Dial(ctx context.Context, network, addr string, opts Options) (*Handler, error) {
+	opts.setDefaults()
 	var d net.Dialer
-	urgent, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	conns := make([]net.Conn, 0, 1+opts.BulkStreams)
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
 	}
-	bulk, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		urgent.Close()
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	for range 1 + opts.BulkStreams {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("dial %s: %w", addr, err)
+		}
+		conns = append(conns, c)
 	}
-	if tc, ok := urgent.(*net.TCPConn); ok {
+	if tc, ok := conns[0].(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	h, err := NewRemote(ctx, urgent, bulk, opts)
+	h, err := NewRemote(ctx, conns[0], conns[1:], opts)
 	if err != nil {
-		urgent.Close()
-		bulk.Close()
+		closeAll()
 		return nil, err
 	}
 	return h, nil
 }
 
-// NewRemote runs the handshake on two connections to one page server (the
-// urgent one carries demand requests only) and maps the region. It takes
-// ownership of the connections on success.
-func NewRemote(ctx context.Context, urgent, bulk net.Conn, opts Options) (*Handler, error) {
+// NewRemote runs the handshake on connections to one page server, one
+// urgent (demand requests only) and one or more bulk (the background
+// pull), and maps the region. It takes ownership of the connections on
+// success.
+func NewRemote(ctx context.Context, urgent net.Conn, bulk []net.Conn, opts Options) (*Handler, error) {
 	opts.setDefaults()
+	if len(bulk) == 0 {
+		return nil, errors.New("no bulk connection")
+	}
 	var session [16]byte
 	if _, err := rand.Read(session[:]); err != nil {
 		return nil, err
 	}
 	r := &remote{digests: make(chan *wire.Digest, 1)}
 	r.urgent = newRConn(urgent, "urgent")
-	r.bulk = newRConn(bulk, "bulk")
-	var wels [2]*wire.Welcome
-	for i, rc := range []*rconn{r.urgent, r.bulk} {
-		ch := uint8(wire.ChannelUrgent)
-		if rc == r.bulk {
-			ch = wire.ChannelBulk
+	for i, c := range bulk {
+		r.bulk = append(r.bulk, newRConn(c, fmt.Sprintf("bulk%d", i)))
+	}
+	var w *wire.Welcome
+	for _, rc := range r.all() {
+		ch := uint8(wire.ChannelBulk)
+		if rc == r.urgent {
+			ch = wire.ChannelUrgent
 		}
-		w, err := rc.handshake(ctx, &wire.Hello{
+		wel, err := rc.handshake(ctx, &wire.Hello{
 			VersionMin: wire.Version, VersionMax: wire.Version,
 			Features: wire.FeatureZeroPages | wire.FeaturePageHashes,
 			Channel:  ch, Session: session, Client: ClientName,
@@ -76,11 +91,11 @@ func NewRemote(ctx context.Context, urgent, bulk net.Conn, opts Options) (*Handl
 		if err != nil {
 			return nil, err
 		}
-		wels[i] = w
-	}
-	w := wels[0]
-	if w.PageSize != wels[1].PageSize || len(w.Regions) != len(wels[1].Regions) {
-		return nil, errors.New("handshake: the two connections reached servers with different layouts")
+		if w == nil {
+			w = wel
+		} else if wel.PageSize != w.PageSize || !slices.Equal(wel.Regions, w.Regions) {
+			return nil, fmt.Errorf("handshake (%s): this connection reached a server with another layout", rc.name)
+		}
 	}
 	if len(w.Regions) == 0 {
 		return nil, errors.New("handshake: the server has no regions")
@@ -104,8 +119,28 @@ func NewRemote(ctx context.Context, urgent, bulk net.Conn, opts Options) (*Handl
 	r.h = h
 	r.region = reg
 	r.welcome = w
-	r.urgent.r.SetPageSize(int(w.PageSize))
-	r.bulk.r.SetPageSize(int(w.PageSize))
+	for _, rc := range r.all() {
+		rc.r.SetPageSize(int(w.PageSize))
+	}
+	r.ufd = -1
+	if sc, ok := urgent.(syscall.Conn); ok {
+		// The fault loop reads the urgent connection itself, in the same
+		// epoll as the userfaultfd: a demand reply is installed by the
+		// thread that sent the request, with no goroutine hand-off.
+		raw, err := sc.SyscallConn()
+		if err == nil {
+			var derr error
+			err = raw.Control(func(fd uintptr) { r.ufd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+			if err == nil {
+				err = derr
+			}
+		}
+		if err != nil {
+			h.discard()
+			return nil, fmt.Errorf("urgent connection descriptor: %w", err)
+		}
+		r.ufr = newFDReader(r.ufd)
+	}
 	h.fetch = r
 	return h, nil
 }
@@ -124,10 +159,17 @@ func (h *Handler) Welcome() *wire.Welcome {
 type rconn struct {
 	c    net.Conn
 	name string
+	bulk bool
 	r    *wire.Reader
 	wmu  sync.Mutex
 	w    *wire.Writer
 	done chan struct{} // closed when the receive loop exits
+
+	// Background pull state of a bulk connection, owned by its receive loop.
+	inflight  int    // requests sent and not yet answered in full
+	cursor    uint64 // where the search for missing pages resumes
+	seenFault uint64 // latestFault when cursor was last moved to it
+	pullDone  bool   // no page was left to request
 }
 
 func newRConn(c net.Conn, name string) *rconn {
@@ -180,24 +222,34 @@ type remote struct {
 	region  wire.Region
 	welcome *wire.Welcome
 	urgent  *rconn
-	bulk    *rconn
+	bulk    []*rconn
 	nextID  atomic.Uint64
 	digests chan *wire.Digest
+	closing atomic.Bool
+	once    sync.Once
 
-	// Background pull state, owned by the bulk receive loop.
-	inflight  int    // background requests sent and not yet answered in full
-	cursor    uint64 // where the search for missing pages resumes
-	seenFault uint64 // latestFault when cursor was last moved to it
-	pullDone  bool   // no page was left to request
-	closing   atomic.Bool
-	once      sync.Once
+	// ufd is a duplicate of the urgent connection's descriptor that the
+	// fault loop reads (-1 when the connection has none: then a receive
+	// loop goroutine reads it). ufr frames what it reads.
+	ufd int
+	ufr *fdReader
 }
 
+// all returns every connection, urgent first.
+func (r *remote) all() []*rconn { return append([]*rconn{r.urgent}, r.bulk...) }
+
 func (r *remote) start(ctx context.Context) {
-	for _, rc := range []*rconn{r.urgent, r.bulk} {
+	for i, rc := range r.bulk {
+		rc.bulk = true
+		// Spread the streams' starting points over the region.
+		rc.cursor = r.h.npages * uint64(i) / uint64(len(r.bulk))
+	}
+	for _, rc := range r.all() {
 		kind := kindDemand
-		if rc == r.bulk {
+		if rc.bulk {
 			kind = kindBackground
+		} else if r.ufd >= 0 {
+			continue // the fault loop reads it
 		}
 		r.h.wg.Add(1)
 		go func() {
@@ -238,45 +290,45 @@ func (r *remote) flush() error {
 // costing as much as the page copies.
 func (r *remote) pull(context.Context) error { return nil }
 
-// pullMore tops the window of background requests up to PullWindow, each
-// for the next run of missing pages, restarting after the latest demand
-// fault each time one happened, so the pages a workload is about to touch
-// come early. Only the bulk receive loop calls it.
-func (r *remote) pullMore() error {
+// pullMore tops the window of background requests on bulk connection rc
+// up to PullWindow, each for the next run of missing pages, restarting
+// after the latest demand fault each time one happened, so the pages a
+// workload is about to touch come early. Only rc's receive loop calls it.
+func (r *remote) pullMore(rc *rconn) error {
 	h := r.h
-	if h.opts.NoPull || r.pullDone {
+	if h.opts.NoPull || rc.pullDone {
 		return nil
 	}
 	sent := false
-	for r.inflight < h.opts.PullWindow {
-		if f := h.latestFault.Load(); f != r.seenFault {
-			r.seenFault, r.cursor = f, f
+	for rc.inflight < h.opts.PullWindow {
+		if f := h.latestFault.Load(); f != rc.seenFault {
+			rc.seenFault, rc.cursor = f, f
 		}
-		first, count, ok := h.nextMissingRun(r.cursor, h.opts.PullChunk)
+		first, count, ok := h.nextMissingRun(rc.cursor, h.opts.PullChunk)
 		if !ok {
-			r.pullDone = true
+			rc.pullDone = true
 			break
 		}
-		r.cursor = first + uint64(count)
+		rc.cursor = first + uint64(count)
 		h.stats.pullRequests.Add(1)
 		req := wire.Request{ReqID: r.nextID.Add(1), Region: r.region.ID, Page: first, Count: uint32(count), Priority: wire.PriorityBackground}
-		r.bulk.wmu.Lock()
-		err := r.bulk.w.WriteMessage(&req)
-		r.bulk.wmu.Unlock()
+		rc.wmu.Lock()
+		err := rc.w.WriteMessage(&req)
+		rc.wmu.Unlock()
 		if err != nil {
-			return fmt.Errorf("send background request: %w", err)
+			return fmt.Errorf("%s connection: send background request: %w", rc.name, err)
 		}
-		r.inflight++
+		rc.inflight++
 		sent = true
 	}
 	if !sent {
 		return nil
 	}
-	r.bulk.wmu.Lock()
-	defer r.bulk.wmu.Unlock()
-	r.bulk.c.SetWriteDeadline(time.Now().Add(h.opts.IOTimeout))
-	if err := r.bulk.w.Flush(); err != nil {
-		return fmt.Errorf("send background requests: %w", err)
+	rc.wmu.Lock()
+	defer rc.wmu.Unlock()
+	rc.c.SetWriteDeadline(time.Now().Add(h.opts.IOTimeout))
+	if err := rc.w.Flush(); err != nil {
+		return fmt.Errorf("%s connection: send background requests: %w", rc.name, err)
 	}
 	return nil
 }
@@ -284,9 +336,8 @@ func (r *remote) pullMore() error {
 // recvLoop reads replies on one connection and installs them. On the bulk
 // connection it also keeps the background pull going.
 func (r *remote) recvLoop(rc *rconn, kind pageKind) error {
-	h := r.h
-	if rc == r.bulk {
-		if err := r.pullMore(); err != nil {
+	if rc.bulk {
+		if err := r.pullMore(rc); err != nil {
 			return err
 		}
 	}
@@ -301,35 +352,94 @@ func (r *remote) recvLoop(rc *rconn, kind pageKind) error {
 			}
 			return fmt.Errorf("%s connection: %w", rc.name, err)
 		}
-		switch m := m.(type) {
-		case *wire.Pages:
-			if err := r.install(m, kind); err != nil {
-				return err
-			}
-			if rc == r.bulk && m.Last() {
-				r.inflight--
-				if err := r.pullMore(); err != nil {
-					if r.closing.Load() {
-						return nil
-					}
-					return err
+		if stop, err := r.handle(rc, kind, m); stop || err != nil {
+			return err
+		}
+	}
+}
+
+// handle acts on one message from the server. stop is true when the
+// connection ended normally (the server's Bye after ours).
+func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, err error) {
+	h := r.h
+	switch m := m.(type) {
+	case *wire.Pages:
+		if err := r.install(m, kind); err != nil {
+			return false, err
+		}
+		if rc.bulk && m.Last() {
+			rc.inflight--
+			if err := r.pullMore(rc); err != nil {
+				if r.closing.Load() {
+					return true, nil
 				}
+				return false, err
 			}
-		case *wire.Digest:
-			select {
-			case r.digests <- m:
-			default:
-			}
-		case *wire.Error:
-			return fmt.Errorf("%s connection: server error: %w", rc.name, m)
-		case *wire.Bye:
-			if r.closing.Load() {
-				return nil
-			}
-			return fmt.Errorf("%s connection: server said bye (%q) with %d of %d pages resident: %w",
-				rc.name, m.Reason, h.resident.Load(), h.npages, ErrServerGone)
+		}
+	case *wire.Digest:
+		select {
+		case r.digests <- m:
 		default:
-			return fmt.Errorf("%s connection: unexpected %v from server", rc.name, m.Type())
+		}
+	case *wire.Error:
+		return false, fmt.Errorf("%s connection: server error: %w", rc.name, m)
+	case *wire.Bye:
+		if r.closing.Load() {
+			return true, nil
+		}
+		return false, fmt.Errorf("%s connection: server said bye (%q) with %d of %d pages resident: %w",
+			rc.name, m.Reason, h.resident.Load(), h.npages, ErrServerGone)
+	default:
+		return false, fmt.Errorf("%s connection: unexpected %v from server", rc.name, m.Type())
+	}
+	return false, nil
+}
+
+// pollFD returns the descriptor the fault loop must watch besides the
+// userfaultfd: the urgent connection's.
+func (r *remote) pollFD() int { return r.ufd }
+
+// readable reads and handles every complete frame on the urgent
+// connection; the fault loop calls it when the descriptor is readable.
+func (r *remote) readable() error {
+	_, err := r.drainUrgent()
+	return err
+}
+
+// drainUrgent reads the urgent descriptor until it would block, handling
+// each frame. stop is true once the connection ended normally.
+func (r *remote) drainUrgent() (stop bool, err error) {
+	for {
+		got, ferr := r.ufr.fill()
+		for {
+			body, err := r.ufr.next()
+			if err != nil {
+				return false, fmt.Errorf("urgent connection: %w", err)
+			}
+			if body == nil {
+				break
+			}
+			m, err := wire.Decode(body)
+			if err != nil {
+				return false, fmt.Errorf("urgent connection: %w", err)
+			}
+			if stop, err := r.handle(r.urgent, kindDemand, m); stop || err != nil {
+				return stop, err
+			}
+		}
+		switch {
+		case errors.Is(ferr, io.EOF):
+			if r.closing.Load() {
+				return true, nil
+			}
+			return false, fmt.Errorf("urgent connection: %w", ErrServerGone)
+		case ferr != nil:
+			if r.closing.Load() {
+				return true, nil
+			}
+			return false, fmt.Errorf("urgent connection: %w", ferr)
+		case !got:
+			return false, nil
 		}
 	}
 }
@@ -344,6 +454,10 @@ func (r *remote) install(m *wire.Pages, kind pageKind) error {
 		return h.installZero(m.Page, int(m.Count), kindZero)
 	}
 	ps := h.pageSize
+	if len(m.Data) != int(m.Count)*ps || len(m.Hashes) != 8*int(m.Count) {
+		return fmt.Errorf("server sent %d pages in %d data bytes with %d hash bytes, want %d and %d",
+			m.Count, len(m.Data), len(m.Hashes), int(m.Count)*ps, 8*int(m.Count))
+	}
 	for i := 0; i < int(m.Count); i++ {
 		if got := xxh3.Hash(m.Data[i*ps : (i+1)*ps]); got != m.Hash(i) {
 			return fmt.Errorf("page %d: content hash %#x, the server's %#x: %w", m.Page+uint64(i), got, m.Hash(i), ErrHashMismatch)
@@ -358,7 +472,7 @@ func (r *remote) finish(ctx context.Context) error {
 	h := r.h
 	if h.opts.Verify {
 		req := wire.DigestRequest{ReqID: r.nextID.Add(1), Region: r.region.ID}
-		if err := r.bulk.send(&req, h.opts.IOTimeout); err != nil {
+		if err := r.bulk[0].send(&req, h.opts.IOTimeout); err != nil {
 			return fmt.Errorf("request digest: %w", err)
 		}
 		var d *wire.Digest
@@ -375,13 +489,19 @@ func (r *remote) finish(ctx context.Context) error {
 		}
 	}
 	r.closing.Store(true)
-	for _, rc := range []*rconn{r.urgent, r.bulk} {
+	for _, rc := range r.all() {
 		if err := rc.send(&wire.Bye{Reason: "complete"}, h.opts.IOTimeout); err != nil {
 			return fmt.Errorf("%s connection: bye: %w", rc.name, err)
 		}
 	}
 	// The server answers Bye and closes; the receive loops end on either.
-	for _, rc := range []*rconn{r.urgent, r.bulk} {
+	// The fault loop has stopped, so the urgent descriptor is read here.
+	if r.ufd >= 0 {
+		if err := r.awaitUrgentBye(ctx); err != nil {
+			return err
+		}
+	}
+	for _, rc := range r.bulk {
 		select {
 		case <-rc.done:
 		case <-ctx.Done():
@@ -392,11 +512,37 @@ func (r *remote) finish(ctx context.Context) error {
 	return nil
 }
 
+// awaitUrgentBye reads the urgent descriptor until the server's Bye or
+// the end of the connection.
+func (r *remote) awaitUrgentBye(ctx context.Context) error {
+	pfd := []unix.PollFd{{Fd: int32(r.ufd), Events: unix.POLLIN}}
+	for ctx.Err() == nil {
+		if _, err := unix.Poll(pfd, 100); err != nil && err != unix.EINTR {
+			return fmt.Errorf("urgent connection: poll: %w", err)
+		}
+		stop, err := r.drainUrgent()
+		if err != nil || stop {
+			return err
+		}
+	}
+	return fmt.Errorf("urgent connection: waiting for the server's bye: %w", ctx.Err())
+}
+
+// release closes the urgent descriptor's duplicate; the fault loop must
+// have stopped.
+func (r *remote) release() {
+	if r.ufd >= 0 {
+		unix.Close(r.ufd)
+		r.ufd = -1
+	}
+}
+
 func (r *remote) close() {
 	r.once.Do(func() {
 		r.closing.Store(true)
-		r.urgent.c.Close()
-		r.bulk.c.Close()
+		for _, rc := range r.all() {
+			rc.c.Close()
+		}
 	})
 }
 

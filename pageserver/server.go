@@ -111,7 +111,7 @@ type Server struct {
 
 // testHooks let tests order events deterministically. All are nil outside tests.
 type testHooks struct {
-	enqueued    func(wire.Request) // receive loop, after a request is queued
+	enqueued    func(wire.Request) // receive loop, after a request is queued or before it is served inline
 	beforeJob   func()             // send loop, before it waits for the next job
 	beforeChunk func(wire.Request) // send loop, before each chunk of a background request
 }
@@ -224,6 +224,10 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // ServeConn serves one connection until the peer leaves, a protocol error, or Close, and closes it.
 // It can be called directly with any net.Conn, a net.Pipe end included.
+// bulkSendBuffer is SO_SNDBUF for bulk connections (the kernel caps it at
+// net.core.wmem_max).
+const bulkSendBuffer = 4 << 20
+
 func (s *Server) ServeConn(nc net.Conn) {
 	c := newConn(s, nc)
 	s.mu.Lock()

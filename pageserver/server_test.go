@@ -170,21 +170,28 @@ func TestPriority(t *testing.T) {
 				a.expect(r)
 				reqs = append(reqs, r)
 			}
+			// Replies are read as they come: a demand request the receive loop
+			// serves inline is written at once, while the send loop is still held.
+			orderc := make(chan []uint64, 1)
+			go func() {
+				var order []uint64
+				for done := 0; done < len(reqs); {
+					p := c.read().(*wire.Pages)
+					if a.add(p) {
+						done++
+					}
+					if len(order) == 0 || order[len(order)-1] != p.ReqID {
+						order = append(order, p.ReqID)
+					}
+				}
+				orderc <- order
+			}()
 			go c.send(reqs...)
 			for range reqs {
 				<-enqueued
 			}
 			close(gate)
-			var order []uint64
-			for done := 0; done < len(reqs); {
-				p := c.read().(*wire.Pages)
-				if a.add(p) {
-					done++
-				}
-				if len(order) == 0 || order[len(order)-1] != p.ReqID {
-					order = append(order, p.ReqID)
-				}
-			}
+			order := <-orderc
 			// Demand first (in their order), then background in order, no interleaving.
 			want := []uint64{1, 2, 10, 11, 12, 13, 14, 15, 16, 17}
 			if len(order) != len(want) {

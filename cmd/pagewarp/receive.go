@@ -50,6 +50,7 @@ type receiveOpts struct {
 	spin         time.Duration
 	pullChunk    int
 	pullWindow   int
+	bulkStreams  int
 	asJSON       bool
 }
 
@@ -72,8 +73,9 @@ summary. --verify compares a digest of the whole region with the server's.`,
 			if o.touchThreads < 0 {
 				return fmt.Errorf("--touch-threads %d: want 0 or more", o.touchThreads)
 			}
-			if o.pullChunk < 0 || o.pullChunk > 1024 || o.pullWindow < 0 {
-				return fmt.Errorf("--pull-chunk %d / --pull-window %d: want 0..1024 and 0 or more", o.pullChunk, o.pullWindow)
+			if o.pullChunk < 0 || o.pullChunk > 1024 || o.pullWindow < 0 || o.bulkStreams < 0 || o.bulkStreams > 64 {
+				return fmt.Errorf("--pull-chunk %d / --pull-window %d / --bulk-streams %d: want 0..1024, 0 or more, 0..64",
+					o.pullChunk, o.pullWindow, o.bulkStreams)
 			}
 			if o.noPull && o.touchThreads == 0 {
 				return errors.New("--no-pull needs --touch-threads: nothing would fetch the pages")
@@ -94,15 +96,16 @@ summary. --verify compares a digest of the whole region with the server's.`,
 	f.Uint64Var(&o.touchSeed, "touch-seed", 1, "seed of the touch order")
 	f.BoolVar(&o.noPull, "no-pull", false, "no background pull: pages arrive only when touched")
 	f.DurationVar(&o.spin, "spin", 0, "fault loop busy-poll time after each fault (0: none, the default)")
-	f.IntVar(&o.pullChunk, "pull-chunk", 0, "pages per background request (0: default 256, at most 1024)")
-	f.IntVar(&o.pullWindow, "pull-window", 0, "background requests in flight (0: default 4)")
+	f.IntVar(&o.pullChunk, "pull-chunk", 0, "pages per background request (0: default 512, at most 1024)")
+	f.IntVar(&o.pullWindow, "pull-window", 0, "background requests in flight per bulk connection (0: default 2)")
+	f.IntVar(&o.bulkStreams, "bulk-streams", 0, "bulk connections for the pull, each installing on its own (0: default 3)")
 	f.BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
 	return cmd
 }
 
 func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, error) {
 	opts := faulthandler.Options{Verify: o.verify, NoPull: o.noPull, Spin: o.spin, Logger: g.logger(),
-		PullChunk: o.pullChunk, PullWindow: o.pullWindow}
+		PullChunk: o.pullChunk, PullWindow: o.pullWindow, BulkStreams: o.bulkStreams}
 	if o.region >= 0 {
 		r := uint32(o.region)
 		opts.Region = &r

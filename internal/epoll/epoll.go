@@ -1,5 +1,5 @@
-// Package epoll is a cancellable wait on one file descriptor: epoll plus an
-// eventfd that Close (or Wake) signals, in the manner of cilium/ebpf's
+// Package epoll is a cancellable wait on a few file descriptors: epoll plus
+// an eventfd that Close (or Wake) signals, in the manner of cilium/ebpf's
 // internal/epoll.
 package epoll
 
@@ -15,17 +15,21 @@ import (
 // ErrClosed is returned by Wait once the Poller is closed.
 var ErrClosed = errors.New("epoll: closed")
 
-// Poller waits for one descriptor to become readable.
+// Poller waits for any of up to 63 descriptors to become readable.
 type Poller struct {
 	epfd   int
 	event  int // eventfd: written by Close and Wake
+	fds    []int
 	mu     sync.Mutex
 	closed bool
-	evs    [2]unix.EpollEvent
+	evs    [64]unix.EpollEvent
 }
 
-// New returns a Poller for fd (which the caller keeps owning).
-func New(fd int) (*Poller, error) {
+// New returns a Poller for fds (which the caller keeps owning).
+func New(fds ...int) (*Poller, error) {
+	if len(fds) == 0 || len(fds) > 63 {
+		return nil, fmt.Errorf("epoll: %d descriptors, want 1 to 63", len(fds))
+	}
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -35,8 +39,8 @@ func New(fd int) (*Poller, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	p := &Poller{epfd: epfd, event: ev}
-	for _, f := range []int{fd, ev} {
+	p := &Poller{epfd: epfd, event: ev, fds: fds}
+	for _, f := range append([]int{ev}, fds...) {
 		e := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(f)}
 		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, f, &e); err != nil {
 			p.close()
@@ -46,11 +50,12 @@ func New(fd int) (*Poller, error) {
 	return p, nil
 }
 
-// Wait blocks until the descriptor is readable (true), the timeout passes
-// (false; a negative timeout waits forever), Wake is called (false) or the
-// Poller is closed (ErrClosed). EINTR is retried. Wait must not be called
-// concurrently with itself.
-func (p *Poller) Wait(timeout time.Duration) (bool, error) {
+// Wait blocks until a descriptor is readable, the timeout passes (a
+// negative timeout waits forever), Wake is called, or the Poller is closed
+// (ErrClosed). It returns the set of readable descriptors as a bit mask of
+// their indices in New's arguments (0 after a timeout or Wake). EINTR is
+// retried. Wait must not be called concurrently with itself.
+func (p *Poller) Wait(timeout time.Duration) (uint64, error) {
 	ms := -1
 	if timeout >= 0 {
 		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
@@ -61,15 +66,19 @@ func (p *Poller) Wait(timeout time.Duration) (bool, error) {
 			continue
 		}
 		if err != nil {
-			return false, fmt.Errorf("epoll_wait: %w", err)
+			return 0, fmt.Errorf("epoll_wait: %w", err)
 		}
-		ready := false
+		var ready uint64
 		woken := false
 		for _, e := range p.evs[:n] {
 			if int(e.Fd) == p.event {
 				woken = true
-			} else {
-				ready = true
+				continue
+			}
+			for i, f := range p.fds {
+				if int(e.Fd) == f {
+					ready |= 1 << i
+				}
 			}
 		}
 		if woken {
@@ -79,7 +88,7 @@ func (p *Poller) Wait(timeout time.Duration) (bool, error) {
 			closed := p.closed
 			p.mu.Unlock()
 			if closed {
-				return false, ErrClosed
+				return 0, ErrClosed
 			}
 		}
 		return ready, nil
