@@ -41,6 +41,8 @@ type FaultsConfig struct {
 	// faulthandler's default, no spinning). The in-process mode is also run
 	// with 50 µs of spin, side by side, for comparison.
 	Spin time.Duration
+	// AwaitSpin is passed to the loopback handlers (0: faulthandler's default).
+	AwaitSpin time.Duration
 	// Log receives progress lines (nil: none).
 	Log io.Writer
 }
@@ -135,14 +137,14 @@ func Faults(ctx context.Context, cfg FaultsConfig) (*FaultsResult, error) {
 	}
 	defer srv.Stop()
 
-	lat, err = loopbackFaults(ctx, srv.Addr, cfg.Samples, cfg.Spin)
+	lat, err = loopbackFaults(ctx, srv.Addr, cfg.Samples, faulthandler.Options{NoPull: true, Spin: cfg.Spin, AwaitSpin: cfg.AwaitSpin})
 	if err != nil {
 		return nil, fmt.Errorf("loopback: %w", err)
 	}
 	res.LoopbackP50, res.LoopbackP99 = percentile(lat, 0.50), percentile(lat, 0.99)
 	fmt.Fprintf(cfg.Log, "loopback: p50 %.1f µs p99 %.1f µs\n", res.LoopbackP50, res.LoopbackP99)
 
-	h, err := faulthandler.Dial(ctx, "tcp", srv.Addr, faulthandler.Options{Spin: cfg.Spin})
+	h, err := faulthandler.Dial(ctx, "tcp", srv.Addr, faulthandler.Options{Spin: cfg.Spin, AwaitSpin: cfg.AwaitSpin})
 	if err != nil {
 		return nil, fmt.Errorf("pull: %w", err)
 	}
@@ -202,8 +204,8 @@ func inprocessFaults(src []byte, pageSize int, spin time.Duration) ([]float64, e
 	return lat, nil
 }
 
-func loopbackFaults(ctx context.Context, addr string, samples int, spin time.Duration) ([]float64, error) {
-	h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{NoPull: true, Spin: spin})
+func loopbackFaults(ctx context.Context, addr string, samples int, opts faulthandler.Options) ([]float64, error) {
+	h, err := faulthandler.Dial(ctx, "tcp", addr, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,7 @@ func (l *local) close()          {}
 func (l *local) release()        {}
 func (l *local) pollFD() int     { return -1 }
 func (l *local) readable() error { return nil }
+func (l *local) awaiting() bool  { return false }
 
 // read returns pages [page, page+count) of the source, aliasing the source
 // when it is a Slicer, else copied into scratch.

@@ -233,7 +233,12 @@ type remote struct {
 	// loop goroutine reads it). ufr frames what it reads.
 	ufd int
 	ufr *fdReader
+	// pendingDemand counts demand requests whose last reply frame has not
+	// been read; the fault loop alone touches it when ufd >= 0.
+	pendingDemand int
 }
+
+func (r *remote) awaiting() bool { return r.ufd >= 0 && r.pendingDemand > 0 }
 
 // all returns every connection, urgent first.
 func (r *remote) all() []*rconn { return append([]*rconn{r.urgent}, r.bulk...) }
@@ -265,6 +270,7 @@ func (r *remote) start(ctx context.Context) {
 // demand queues a demand request; the fault loop calls flush after a batch.
 func (r *remote) demand(page uint64) error {
 	req := wire.Request{ReqID: r.nextID.Add(1), Region: r.region.ID, Page: page, Count: 1, Priority: wire.PriorityDemand}
+	r.pendingDemand++
 	r.urgent.wmu.Lock()
 	defer r.urgent.wmu.Unlock()
 	if err := r.urgent.w.WriteMessage(&req); err != nil {
@@ -366,6 +372,9 @@ func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, er
 	case *wire.Pages:
 		if err := r.install(m, kind); err != nil {
 			return false, err
+		}
+		if rc == r.urgent && m.Last() && r.pendingDemand > 0 {
+			r.pendingDemand--
 		}
 		if rc.bulk && m.Last() {
 			rc.inflight--

@@ -33,6 +33,7 @@ type conn struct {
 	nc  net.Conn
 	log *slog.Logger
 	r   *wire.Reader // receive loop only
+	sr  *spinReader  // under r
 	w   *wire.Writer // send loop only (the handshake, before the send loop starts)
 
 	features uint64
@@ -62,11 +63,13 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
+	sr := newSpinReader(nc)
 	return &conn{
+		sr:       sr,
 		s:        s,
 		nc:       nc,
 		log:      s.log.With("remote", nc.RemoteAddr().String()),
-		r:        wire.NewReader(nc),
+		r:        wire.NewReader(sr),
 		w:        wire.NewWriter(nc),
 		demand:   make(chan job, queueDepth),
 		bg:       make(chan job, queueDepth),
@@ -185,6 +188,9 @@ func (c *conn) handshake() bool {
 	}
 	c.nc.SetReadDeadline(time.Time{})
 	c.features = hello.Features & serverFeatures
+	if hello.Channel == wire.ChannelUrgent {
+		c.sr.setSpin(c.s.opts.UrgentSpin)
+	}
 	if tc, ok := c.nc.(*net.TCPConn); ok && hello.Channel == wire.ChannelBulk {
 		// A bulk connection should let the send loop run ahead of a target
 		// busy installing pages: with the default 16 KiB start of the send

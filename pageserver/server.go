@@ -52,6 +52,10 @@ type Options struct {
 	WriteTimeout time.Duration
 	// HandshakeTimeout bounds the wait for Hello; default 5s.
 	HandshakeTimeout time.Duration
+	// UrgentSpin is how long the receive loop of an urgent connection
+	// busy-polls for the next demand request before it parks; default
+	// 200µs, negative disables. See docs/benchmarks.md for why.
+	UrgentSpin time.Duration
 }
 
 // Stats are a Server's counters since New.
@@ -133,6 +137,9 @@ func New(src Source, opts Options) *Server {
 	}
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	if opts.UrgentSpin == 0 {
+		opts.UrgentSpin = 200 * time.Microsecond
 	}
 	s := &Server{
 		src:       src,

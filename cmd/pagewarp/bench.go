@@ -25,11 +25,13 @@ func newBenchCmd(g *globals) *cobra.Command {
 
 func newBenchFaultsCmd(g *globals) *cobra.Command {
 	var (
-		samples  int
-		pullSize string
-		seed     uint64
-		spin     time.Duration
-		asJSON   bool
+		samples    int
+		pullSize   string
+		seed       uint64
+		spin       time.Duration
+		awaitSpin  time.Duration
+		serverSpin time.Duration
+		asJSON     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "faults [--json]",
@@ -53,7 +55,7 @@ pull of a region over loopback. The page server is this binary re-run as
 			serve := max(size, int64(samples)*pageSize)
 			serve = (serve + pageSize - 1) / pageSize * pageSize
 			argv, err := exeArgv("serve", "--listen", "127.0.0.1:0", "--demo", strconv.FormatInt(serve, 10),
-				"--demo-seed", strconv.FormatUint(seed, 10), "--demo-zero", "0")
+				"--demo-seed", strconv.FormatUint(seed, 10), "--demo-zero", "0", "--urgent-spin", serverSpin.String())
 			if err != nil {
 				return err
 			}
@@ -62,7 +64,7 @@ pull of a region over loopback. The page server is this binary re-run as
 				log = g.stdout
 			}
 			res, err := bench.Faults(cmd.Context(), bench.FaultsConfig{
-				Samples: samples, PullSize: serve, ServerArgv: argv, Seed: seed, Spin: spin, Log: log,
+				Samples: samples, PullSize: serve, ServerArgv: argv, Seed: seed, Spin: spin, AwaitSpin: awaitSpin, Log: log,
 			})
 			if err != nil {
 				return err
@@ -81,6 +83,8 @@ pull of a region over loopback. The page server is this binary re-run as
 	f.StringVar(&pullSize, "pull-size", "256MiB", "region size for the pull throughput")
 	f.Uint64Var(&seed, "seed", 1, "seed of the region content")
 	f.DurationVar(&spin, "spin", 0, "fault loop busy-poll time (0: none, the default)")
+	f.DurationVar(&awaitSpin, "await-spin", 0, "fault loop busy-poll for an awaited demand reply (0: default 500µs, negative: off)")
+	f.DurationVar(&serverSpin, "server-spin", 0, "page server busy-poll of urgent connections (0: default 200µs, negative: off)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }

@@ -19,6 +19,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		demoSeed           uint64
 		demoZero           float64
 		insecure           bool
+		urgentSpin         time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve (--file MEMFILE | --demo SIZE) [--listen ADDR]",
@@ -68,7 +69,7 @@ It prints "listening on ADDR" once ready and serves until interrupted.`,
 			if err != nil {
 				return err
 			}
-			srv := pageserver.New(src, pageserver.Options{Logger: g.logger(), Name: "pagewarp/" + Version})
+			srv := pageserver.New(src, pageserver.Options{Logger: g.logger(), Name: "pagewarp/" + Version, UrgentSpin: urgentSpin})
 			for _, r := range src.Regions() {
 				fmt.Fprintf(g.stdout, "serving region %d %q: %d pages of %d bytes (%s) from %s\n",
 					r.ID, r.Name, r.Pages, pageSize, bench.FormatSize(int64(r.Pages)*int64(pageSize)), what)
@@ -96,5 +97,6 @@ It prints "listening on ADDR" once ready and serves until interrupted.`,
 	f.Uint64Var(&demoSeed, "demo-seed", 1, "seed of the demo region's content")
 	f.Float64Var(&demoZero, "demo-zero", 0.25, "fraction of the demo region's pages that are zero")
 	f.BoolVar(&insecure, "insecure", false, "allow a non-loopback --listen address without TLS")
+	f.DurationVar(&urgentSpin, "urgent-spin", 0, "busy-poll an urgent connection this long for the next demand request (0: default 200µs, negative: off)")
 	return cmd
 }
