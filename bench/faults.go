@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -279,26 +280,28 @@ func kernelRelease() string {
 
 // Server is a page server running in another process.
 type Server struct {
-	Addr string
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	Addr    string
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once the process has been waited for
+	waitErr error
 }
 
 var listenRE = regexp.MustCompile(`listening on (\S+)`)
 
-// StartServer runs argv and waits for its "listening on ADDR" line.
+// StartServer runs argv and waits for its "listening on ADDR" line. It
+// returns early, with the process's stderr, if the process exits first.
 func StartServer(ctx context.Context, argv []string) (*Server, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start page server: %w", err)
 	}
-	s := &Server{cmd: cmd, out: &stderr}
+	s := &Server{cmd: cmd, exited: make(chan struct{})}
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -310,10 +313,14 @@ func StartServer(ctx context.Context, argv []string) (*Server, error) {
 				}
 			}
 		}
+		s.waitErr = cmd.Wait() // after stdout is drained, as os/exec requires
+		close(s.exited)
 	}()
 	select {
 	case s.Addr = <-addr:
 		return s, nil
+	case <-s.exited:
+		return nil, fmt.Errorf("page server %q exited before listening (%v): %s", strings.Join(argv, " "), s.waitErr, stderr.String())
 	case <-time.After(60 * time.Second):
 		s.Stop()
 		return nil, fmt.Errorf("page server %q printed no address within 60s: %s", strings.Join(argv, " "), stderr.String())
@@ -323,19 +330,37 @@ func StartServer(ctx context.Context, argv []string) (*Server, error) {
 	}
 }
 
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
 // Stop ends the server process (SIGTERM, then SIGKILL after 5s).
 func (s *Server) Stop() error {
-	if s.cmd.Process == nil {
-		return nil
+	select {
+	case <-s.exited:
+		return s.waitErr
+	default:
 	}
 	s.cmd.Process.Signal(unix.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- s.cmd.Wait() }()
 	select {
-	case err := <-done:
-		return err
+	case <-s.exited:
 	case <-time.After(5 * time.Second):
 		s.cmd.Process.Kill()
-		return <-done
+		<-s.exited
 	}
+	return s.waitErr
 }

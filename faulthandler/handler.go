@@ -340,7 +340,7 @@ func (h *Handler) fail(err error) {
 	}
 	h.err = err
 	close(h.failed)
-	h.opts.Logger.Error("migration failed", "err", err)
+	h.opts.Logger.Info("migration failed", "err", err)
 }
 
 // Close stops every loop and releases the connections and the userfaultfd.

@@ -353,8 +353,8 @@ func (r *remote) recvLoop(rc *rconn, kind pageKind) error {
 			if r.closing.Load() {
 				return nil
 			}
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("%s connection: %w", rc.name, ErrServerGone)
+			if serverGone(err) {
+				return fmt.Errorf("%s connection: %w (%w)", rc.name, ErrServerGone, err)
 			}
 			return fmt.Errorf("%s connection: %w", rc.name, err)
 		}
@@ -437,11 +437,11 @@ func (r *remote) drainUrgent() (stop bool, err error) {
 			}
 		}
 		switch {
-		case errors.Is(ferr, io.EOF):
+		case serverGone(ferr):
 			if r.closing.Load() {
 				return true, nil
 			}
-			return false, fmt.Errorf("urgent connection: %w", ErrServerGone)
+			return false, fmt.Errorf("urgent connection: %w (%w)", ErrServerGone, ferr)
 		case ferr != nil:
 			if r.closing.Load() {
 				return true, nil
@@ -553,6 +553,13 @@ func (r *remote) close() {
 			rc.c.Close()
 		}
 	})
+}
+
+// serverGone reports whether a read error means the server closed or
+// reset the connection (as opposed to sending something wrong).
+func serverGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE)
 }
 
 // RegionDigest computes digest algorithm 1 of docs/protocol.md over mem:

@@ -117,7 +117,16 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 	if err != nil {
 		return nil, err
 	}
-	defer func() { h.Close(); h.Release() }()
+	// After a failure the region must not be unmapped under the threads
+	// still blocked on missing pages (they would crash with SIGSEGV): the
+	// process exits with the error instead, and never reads a wrong page.
+	failed := false
+	defer func() {
+		if !failed {
+			h.Close()
+			h.Release()
+		}
+	}()
 	h.Start()
 
 	var touched chan bench.TouchResult
@@ -126,7 +135,8 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 		go func() { touched <- bench.TouchRandom(h.Memory(), h.PageSize(), o.touchThreads, o.touchSeed) }()
 	}
 	if err := h.Wait(ctx); err != nil {
-		return nil, err
+		failed = o.touchThreads > 0
+		return nil, fmt.Errorf("migration failed with %d of %d pages resident: %w", h.Resident(), h.Pages(), err)
 	}
 	st := h.Stats()
 	sum := &receiveSummary{
