@@ -28,11 +28,15 @@
 //
 // # Goroutines
 //
-// The fault loop reads fault events in batches (busy-polling for Options.Spin
-// after each batch, then blocking in epoll) and sends demand requests on the
-// urgent connection, which it alone writes. Each connection has one receive
-// loop that verifies and installs pages. The pull loop alone writes the bulk
-// connection and keeps at most Options.PullWindow requests in flight.
+// The fault loop waits in one epoll on the userfaultfd and on a duplicate of
+// the urgent connection's descriptor. It reads fault events in batches, sends
+// demand requests on the urgent connection, reads the replies itself
+// (busy-polling for at most Options.AwaitSpin while one is outstanding), and
+// verifies and installs them: no goroutine hand-off on the demand path. Each
+// bulk connection has one receive loop that verifies and installs pages and
+// keeps at most Options.PullWindow background requests in flight on its
+// connection. A connection without a descriptor (net.Pipe) gets a receive
+// loop goroutine for its urgent replies instead.
 //
 // A goroutine blocked in a userfaultfd fault keeps its P: the runtime sees it
 // as running. If as many goroutines fault at once as there are Ps, the fault
@@ -43,5 +47,6 @@
 // # Locks
 //
 // None on the fault path: page state is atomic. Handler.mu guards the
-// failure and completion bookkeeping only.
+// failure and completion bookkeeping only; rconn.wmu serialises writes to
+// one connection.
 package faulthandler

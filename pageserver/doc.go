@@ -17,9 +17,16 @@
 //     demand queue, background requests and digest requests on the background queue. Both queues
 //     are bounded; when one is full the loop blocks, stops reading, and TCP flow control reaches the
 //     target. Every enqueue also selects on shutdown and on the send loop's end.
-//   - the send loop owns the wire.Writer: it always drains the demand queue first, and re-checks it
-//     before each chunk of at most 64 pages of a background request (and of a digest), so a demand
-//     reply waits behind at most one chunk. Every flush has a write deadline.
+//   - the send loop serves queued work with the wire.Writer: it always drains the demand queue first,
+//     and re-checks it before each chunk of at most 64 pages of a background request (and of a
+//     digest), so a demand reply waits behind at most one chunk. Every flush has a write deadline.
+//
+// The Writer and the send state belong to whoever holds conn.wmu: the send loop holds it around each
+// job and its last frame. When a demand request arrives while the send loop is idle and no demand
+// request is queued, the receive loop takes wmu (TryLock) and serves the request itself, so the reply
+// leaves without a hand-off between goroutines (on a small VM each hand-off that wakes a thread on
+// another vCPU costs tens of microseconds). An urgent connection's socket is read through a reader that
+// busy-polls it for Options.UrgentSpin before parking in the netpoller.
 //
 // A protocol error found by the receive loop goes to the send loop (the ctrl channel), which sends the
 // Error frame, half-closes, and lingers briefly so the peer can read it; only that connection closes.
@@ -37,7 +44,8 @@
 //
 // # Locks
 //
-// Server.mu guards the listener and connection sets and the closed flag; conn.mu (taken under
-// Server.mu by Close) guards a connection's closing flag and write deadline; Server.digestMu guards the
+// Server.mu guards the listener and connection sets and the closed flag; conn.wmu guards a
+// connection's Writer and send state and is taken before conn.mu; conn.mu (taken under Server.mu by
+// Close) guards a connection's closing flag and write deadline; Server.digestMu guards the
 // digest cache and is never held with another lock. Counters are atomics.
 package pageserver
