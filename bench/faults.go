@@ -226,6 +226,9 @@ func baselineFaults(src []byte, pageSize int) (lat []float64, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("userfaultfd-go mapper.Register: %w", err)
 	}
+	// mapper.Register opens the descriptor without O_CLOEXEC; keep it out of
+	// the page server processes started later.
+	unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
 	done := make(chan error, 1)
 	go func() {
 		// mapper.Handle returns when poll(2) or read(2) is interrupted by a
@@ -244,10 +247,13 @@ func baselineFaults(src []byte, pageSize int) (lat []float64, err error) {
 	if !bytes.Equal(mem, src) {
 		err = errors.New("userfaultfd-go region differs from the source")
 	}
-	// mapper.Handle has no way to stop: it polls forever. Closing the
-	// descriptor does not wake a poll(2) already blocked on it, so its
-	// goroutine stays parked in poll until the process exits (one thread).
-	// Check it did not fail early, then let it be.
+	// mapper.Handle has no way to stop: it polls forever, and closing the
+	// descriptor does not wake a poll(2) already blocked on it. Worse, its
+	// loop (and the EINTR restart above) polls and reads the descriptor BY
+	// NUMBER: once closed, the number can be reused by another file (the
+	// pipe from a child's stdout, say) and the handler would read from it.
+	// So the descriptor stays open, with no range registered, until the
+	// process exits, and the goroutine stays parked in poll (one thread).
 	select {
 	case herr := <-done:
 		if err == nil {
@@ -256,7 +262,6 @@ func baselineFaults(src []byte, pageSize int) (lat []float64, err error) {
 	default:
 	}
 	unix.Munmap(mem[:cap(mem)])
-	unix.Close(int(fd))
 	return lat, err
 }
 
