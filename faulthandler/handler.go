@@ -219,7 +219,6 @@ func newHandler(pageSize int, npages uint64, opts Options) (*Handler, error) {
 		finished:    make(chan struct{}),
 		loopDone:    make(chan struct{}),
 	}
-	h.stats.init()
 	return h, nil
 }
 

@@ -73,8 +73,6 @@ type counters struct {
 	serviceTime     histogram
 }
 
-func (c *counters) init() {}
-
 // Stats is a snapshot of a Handler's counters.
 type Stats struct {
 	Pages           uint64        // pages in the region
