@@ -338,3 +338,43 @@ func TestLocalPull(t *testing.T) {
 //
 //go:noinline
 func loadByte(b []byte, i int) byte { return b[i] }
+
+// TestPipeTransport runs a migration over in-memory pipes (no descriptors):
+// the urgent replies are then read by a receive loop goroutine instead of
+// the fault loop. Same scenario as over TCP: touches plus pull, byte compare.
+func TestPipeTransport(t *testing.T) {
+	skipWithoutUffd(t)
+	ps := os.Getpagesize()
+	mem := make([]byte, 16<<20)
+	c := bench.Content{Seed: 21, ZeroFraction: 0.2}
+	c.Fill(mem, ps)
+	rs, err := pageserver.NewRegionSource("pipe", mem, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := pageserver.New(rs, pageserver.Options{})
+	defer srv.Close()
+	conn := func() net.Conn {
+		a, b := net.Pipe()
+		go srv.ServeConn(b)
+		return a
+	}
+	urgent, bulk := conn(), []net.Conn{conn(), conn()}
+	defer runtime.GOMAXPROCS(faulthandler.ReserveProcs(2))
+	h, err := faulthandler.NewRemote(context.Background(), urgent, bulk, faulthandler.Options{Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { h.Close(); h.Release() }()
+	h.Start()
+	bench.TouchRandom(h.Memory(), ps, 2, 5)
+	if err := h.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(h.Memory(), mem) {
+		t.Fatalf("pipe migration differs at page %d", c.Check(h.Memory(), ps))
+	}
+	if st := h.Stats(); st.DemandRequests == 0 || st.BackgroundPages == 0 {
+		t.Fatalf("stats %+v: want both demand and background pages", st)
+	}
+}

@@ -234,7 +234,8 @@ type remote struct {
 	ufd int
 	ufr *fdReader
 	// pendingDemand counts demand requests whose last reply frame has not
-	// been read; the fault loop alone touches it when ufd >= 0.
+	// been read. Only used when ufd >= 0, where the fault loop alone both
+	// sends requests and reads replies.
 	pendingDemand int
 }
 
@@ -270,7 +271,9 @@ func (r *remote) start(ctx context.Context) {
 // demand queues a demand request; the fault loop calls flush after a batch.
 func (r *remote) demand(page uint64) error {
 	req := wire.Request{ReqID: r.nextID.Add(1), Region: r.region.ID, Page: page, Count: 1, Priority: wire.PriorityDemand}
-	r.pendingDemand++
+	if r.ufd >= 0 {
+		r.pendingDemand++ // the fault loop will read the reply itself
+	}
 	r.urgent.wmu.Lock()
 	defer r.urgent.wmu.Unlock()
 	if err := r.urgent.w.WriteMessage(&req); err != nil {
@@ -373,7 +376,7 @@ func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, er
 		if err := r.install(m, kind); err != nil {
 			return false, err
 		}
-		if rc == r.urgent && m.Last() && r.pendingDemand > 0 {
+		if rc == r.urgent && r.ufd >= 0 && m.Last() && r.pendingDemand > 0 {
 			r.pendingDemand--
 		}
 		if rc.bulk && m.Last() {
