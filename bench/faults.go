@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pagewarp/pagewarp/faulthandler"
+	"github.com/pagewarp/pagewarp/internal/uffd"
 	"github.com/pagewarp/pagewarp/pageserver"
 )
 
@@ -231,14 +232,25 @@ func baselineFaults(src []byte, pageSize int) (lat []float64, err error) {
 	unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
 	done := make(chan error, 1)
 	go func() {
-		// mapper.Handle returns when poll(2) or read(2) is interrupted by a
-		// signal (the runtime's preemption signal, SIGURG, reaches its
-		// thread now and then). It keeps no state, so start it again.
-		for {
+		// mapper.Handle returns on errors a fault handler must ride out:
+		// EINTR when a signal (the runtime's preemption signal, SIGURG)
+		// interrupts its poll(2), and EEXIST from UFFDIO_COPY when the
+		// kernel delivered a second fault event for a page it already
+		// installed (a faulting thread interrupted by a signal faults
+		// again). It formats the latter with %v, so it is matched by its
+		// message. It keeps no state, so it is started again; a bound keeps
+		// a persistent error from spinning.
+		for restarts := 0; ; restarts++ {
 			err := mapper.Handle(fd, start, bytes.NewReader(src))
-			if errors.Is(err, unix.EINTR) {
+			if restarts < 100000 && (errors.Is(err, unix.EINTR) || err.Error() == unix.EEXIST.Error()) {
 				continue
 			}
+			// Without a handler the touching thread would wait forever:
+			// unregister the range so it finishes (reading zeros, which
+			// the byte compare below reports).
+			u := uffd.Wrap(int(fd))
+			u.Unregister(start, uint64(len(mem)))
+			u.Disown()
 			done <- err
 			return
 		}

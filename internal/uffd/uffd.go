@@ -33,6 +33,11 @@ type Msg struct {
 	ThreadID uint32
 }
 
+// Wrap returns an FD for a userfaultfd opened elsewhere (by another library,
+// or received from another process), whose API handshake is done. The FD
+// owns fd from then on; call Disown to give it back without closing it.
+func Wrap(fd int) *FD { return &FD{fd: fd, via: "wrapped descriptor"} }
+
 // Int returns the raw descriptor, for epoll registration. The FD still owns it.
 func (u *FD) Int() int { return u.fd }
 
