@@ -81,6 +81,11 @@ type Options struct {
 	// UserModeOnly opens the userfaultfd with UFFD_USER_MODE_ONLY even when
 	// a full descriptor is allowed.
 	UserModeOnly bool
+	// RecordFaults keeps the page of every demand fault in the order the
+	// fault loop read them (FaultTrace): the first-touch sequence of the
+	// pages the workload reached before the pull did. With NoPull it is
+	// the complete first-touch order of the workload. 8 bytes a fault.
+	RecordFaults bool
 }
 
 func (o *Options) setDefaults() {
@@ -153,6 +158,8 @@ type Handler struct {
 	latestFault atomic.Uint64
 
 	fetch fetcher
+
+	faultTrace []uint64 // demand faults in order (RecordFaults); fault loop only
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -466,6 +473,9 @@ func (h *Handler) faultLoop() error {
 			page := uint64(addr-h.base) / uint64(h.pageSize)
 			h.latestFault.Store(page + 1)
 			if h.claimDemand(page) {
+				if h.opts.RecordFaults {
+					h.faultTrace = append(h.faultTrace, page)
+				}
 				h.demandStart[page].Store(nanotime())
 				h.stats.demandRequests.Add(1)
 				if err := h.fetch.demand(page); err != nil {
@@ -645,6 +655,17 @@ func (h *Handler) markResident(p, n uint64, kind pageKind) {
 }
 
 func (h *Handler) addr(page uint64) uintptr { return h.base + uintptr(page)*uintptr(h.pageSize) }
+
+// FaultTrace returns the demand faults recorded with Options.RecordFaults,
+// in order. Call it after Wait has returned (the fault loop has stopped).
+func (h *Handler) FaultTrace() []uint64 {
+	select {
+	case <-h.loopDone:
+		return h.faultTrace
+	default:
+		return nil
+	}
+}
 
 // ReserveProcs raises GOMAXPROCS so that n goroutines blocked in faults on a
 // migrated region still leave Ps for the fault loop and the receive loops.

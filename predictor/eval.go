@@ -7,21 +7,21 @@ import (
 
 // EvalResult is the outcome of replaying one trace against one predictor.
 type EvalResult struct {
-	Predictor string
+	Predictor string `json:"predictor"`
 	// Faults is the number of distinct pages touched: the demand faults without prefetching.
-	Faults uint64
+	Faults uint64 `json:"faults"`
 	// DemandFaults is the number of touches of pages that were not resident.
-	DemandFaults uint64
+	DemandFaults uint64 `json:"demand_faults"`
 	// Pushed is the number of predicted pages that were not resident and so were pushed.
-	Pushed uint64
+	Pushed uint64 `json:"pushed"`
 	// PushedUsed is the number of pushed pages touched later in the trace.
-	PushedUsed uint64
+	PushedUsed uint64 `json:"pushed_used"`
 	// Precision is PushedUsed / Pushed (0 when nothing was pushed).
-	Precision float64
+	Precision float64 `json:"precision"`
 	// Coverage is (Faults - DemandFaults) / Faults.
-	Coverage float64
+	Coverage float64 `json:"coverage"`
 	// PredictNanosP99 is the 99th percentile of the time Observe plus Predict took per fault.
-	PredictNanosP99 float64
+	PredictNanosP99 float64 `json:"predict_p99_ns"`
 }
 
 // Evaluate replays trace (the first-touch sequence of a run) against p with a push budget of k

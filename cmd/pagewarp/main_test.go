@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -43,6 +44,83 @@ func skipWithoutUffd(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.Close()
+}
+
+// startServe runs `serve` in-process on loopback and returns its address.
+func startServe(t *testing.T, ctx context.Context, args ...string) string {
+	t.Helper()
+	pr, pw := io.Pipe()
+	go func() {
+		run(ctx, pw, io.Discard, append([]string{"serve", "--listen", "127.0.0.1:0"}, args...))
+		pw.Close()
+	}()
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		if m := regexp.MustCompile(`listening on (\S+)`).FindStringSubmatch(sc.Text()); m != nil {
+			go io.Copy(io.Discard, pr)
+			return m[1]
+		}
+	}
+	t.Fatal("serve printed no address")
+	return ""
+}
+
+// TestTraceRecordEval records a complete first-touch trace (no pull) and
+// evaluates predictors on it.
+func TestTraceRecordEval(t *testing.T) {
+	skipWithoutUffd(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr := startServe(t, ctx, "--demo", "4MiB")
+	file := filepath.Join(t.TempDir(), "run.pwt")
+	if err := run(ctx, io.Discard, io.Discard, []string{"trace", "record", "--connect", addr, "--out-trace", file, "--no-pull", "--touch-threads", "2"}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := readTrace(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := uint64(4<<20) / uint64(os.Getpagesize())
+	seen := make(map[uint64]bool)
+	for _, p := range tr.Seq {
+		if p >= pages || seen[p] {
+			t.Fatalf("trace has page %d twice or out of range (%d pages)", p, pages)
+		}
+		seen[p] = true
+	}
+	if tr.Pages != pages || uint64(len(tr.Seq)) != pages {
+		t.Fatalf("trace of %d faults over %d pages, want every one of %d pages once (no pull)", len(tr.Seq), tr.Pages, pages)
+	}
+	var out bytes.Buffer
+	if err := run(ctx, &out, io.Discard, []string{"trace", "eval", "--json", "--predictors", "none,nextn,ppm", "--warm", file, file}); err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		K       int
+		Results []struct {
+			Predictor    string
+			Faults       uint64
+			DemandFaults uint64 `json:"demand_faults"`
+			Warmed       bool
+		}
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("eval JSON: %v\n%s", err, out.String())
+	}
+	if len(res.Results) != 3 || res.K != 8 {
+		t.Fatalf("eval gave %+v", res)
+	}
+	none, ppm := res.Results[0], res.Results[2]
+	if none.DemandFaults != pages || none.Faults != pages {
+		t.Errorf("none: %+v, want %d demand faults", none, pages)
+	}
+	// Warmed with the very run it replays, ppm knows the order.
+	if !ppm.Warmed || ppm.DemandFaults > pages/5 {
+		t.Errorf("ppm warmed with the same run: %+v, want at most %d demand faults", ppm, pages/5)
+	}
+	if err := run(ctx, io.Discard, io.Discard, []string{"trace", "eval", "--predictors", "bogus", file}); err == nil || !strings.Contains(err.Error(), "ppm") {
+		t.Errorf("unknown predictor: %v, want an error listing the valid names", err)
+	}
 }
 
 // TestServeReceive runs serve and receive --verify --out as a user would

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pagewarp/pagewarp/bench"
 	"github.com/pagewarp/pagewarp/faulthandler"
+	"github.com/pagewarp/pagewarp/predictor"
 )
 
 // receiveSummary is what receive prints (as text, or JSON with --json).
@@ -37,6 +38,8 @@ type receiveSummary struct {
 	TouchThreads    int     `json:"touch_threads,omitempty"`
 	TouchSeconds    float64 `json:"touch_seconds,omitempty"`
 	Out             string  `json:"out,omitempty"`
+	Trace           string  `json:"trace,omitempty"`
+	TraceFaults     int     `json:"trace_faults,omitempty"`
 }
 
 type receiveOpts struct {
@@ -52,6 +55,7 @@ type receiveOpts struct {
 	pullWindow   int
 	bulkStreams  int
 	asJSON       bool
+	traceOut     string // write the demand-fault sequence here (trace record)
 }
 
 func newReceiveCmd(g *globals) *cobra.Command {
@@ -105,7 +109,7 @@ summary. --verify compares a digest of the whole region with the server's.`,
 
 func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, error) {
 	opts := faulthandler.Options{Verify: o.verify, NoPull: o.noPull, Spin: o.spin, Logger: g.logger(),
-		PullChunk: o.pullChunk, PullWindow: o.pullWindow, BulkStreams: o.bulkStreams}
+		PullChunk: o.pullChunk, PullWindow: o.pullWindow, BulkStreams: o.bulkStreams, RecordFaults: o.traceOut != ""}
 	if o.region >= 0 {
 		r := uint32(o.region)
 		opts.Region = &r
@@ -167,6 +171,13 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 		}
 		sum.Out = o.out
 	}
+	if o.traceOut != "" {
+		t := predictor.Trace{PageSize: uint32(st.PageSize), Pages: st.Pages, Seq: h.FaultTrace()}
+		if err := writeTrace(o.traceOut, t); err != nil {
+			return nil, err
+		}
+		sum.Trace, sum.TraceFaults = o.traceOut, len(t.Seq)
+	}
 	return sum, nil
 }
 
@@ -205,6 +216,9 @@ func printReceive(w io.Writer, s *receiveSummary, asJSON bool) error {
 	}
 	if s.Out != "" {
 		fmt.Fprintf(w, "  written to: %s\n", s.Out)
+	}
+	if s.Trace != "" {
+		fmt.Fprintf(w, "  trace:      %d demand faults in order written to %s\n", s.TraceFaults, s.Trace)
 	}
 	fmt.Fprintln(w, "  every page resident; region unregistered; connections closed with bye")
 	return nil

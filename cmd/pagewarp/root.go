@@ -55,7 +55,7 @@ and a background pull brings the rest.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-	root.AddCommand(newServeCmd(g), newReceiveCmd(g), newBenchCmd(g), newDemoCmd(g))
+	root.AddCommand(newServeCmd(g), newReceiveCmd(g), newTraceCmd(g), newBenchCmd(g), newDemoCmd(g))
 	return root
 }
 
