@@ -36,11 +36,13 @@ demo: build
 bench: build
 	./$(BIN) bench faults --json
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./wire ./pageserver
+	$(GO) test -run '^$$' -bench . ./predictor
 
 # fuzz runs every decoder's fuzz target for FUZZTIME each.
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./wire
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./wire
+	$(GO) test -run '^$$' -fuzz '^FuzzReadTrace$$' -fuzztime $(FUZZTIME) ./predictor
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
