@@ -249,9 +249,16 @@ func TestMemoryFileTwoReceivers(t *testing.T) {
 type slowSource struct {
 	pageserver.Source
 	delay time.Duration
+	read  chan struct{} // if not nil, gets a token on every read
 }
 
 func (s slowSource) ReadPages(region uint32, page uint64, dst []byte) error {
+	if s.read != nil {
+		select {
+		case s.read <- struct{}{}:
+		default:
+		}
+	}
 	time.Sleep(s.delay)
 	return s.Source.ReadPages(region, page, dst)
 }
@@ -267,7 +274,7 @@ func TestManyThreadsOnePage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := serve(t, slowSource{rs, 200 * time.Millisecond})
+	addr := serve(t, slowSource{Source: rs, delay: 200 * time.Millisecond})
 	const threads = 8
 	defer runtime.GOMAXPROCS(faulthandler.ReserveProcs(threads))
 	ctx := context.Background()

@@ -107,10 +107,13 @@ func TestServerGoesAway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := pageserver.New(slowSource{rs, 2 * time.Second}, pageserver.Options{})
+	// The server goes away while it is serving the demand request: its
+	// source holds the request long enough for Close to land first.
+	read := make(chan struct{}, 1)
+	srv := pageserver.New(slowSource{Source: rs, delay: 2 * time.Second, read: read}, pageserver.Options{})
 	go srv.Serve(ln)
 	go func() {
-		time.Sleep(500 * time.Millisecond)
+		<-read
 		srv.Close()
 	}()
 	stdout, stderr, err := runFailChild(t, "server-gone", ln.Addr().String())
