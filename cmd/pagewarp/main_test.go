@@ -76,6 +76,26 @@ func TestTraceRecordEval(t *testing.T) {
 	if err := run(ctx, io.Discard, io.Discard, []string{"trace", "record", "--connect", addr, "--out-trace", file, "--no-pull", "--touch-threads", "2"}); err != nil {
 		t.Fatal(err)
 	}
+	// A workload from the suite: a strided walk is learnable without warming.
+	strided := filepath.Join(t.TempDir(), "strided.pwt")
+	if err := run(ctx, io.Discard, io.Discard, []string{"trace", "record", "--connect", addr, "--out-trace", strided, "--no-pull", "--touch-threads", "1", "--workload", "strided"}); err != nil {
+		t.Fatal(err)
+	}
+	var sout bytes.Buffer
+	if err := run(ctx, &sout, io.Discard, []string{"trace", "eval", "--json", "--predictors", "none,ppm", strided}); err != nil {
+		t.Fatal(err)
+	}
+	var sres struct {
+		Results []struct {
+			DemandFaults uint64 `json:"demand_faults"`
+		}
+	}
+	if err := json.Unmarshal(sout.Bytes(), &sres); err != nil || len(sres.Results) != 2 {
+		t.Fatalf("eval of the strided trace: %v\n%s", err, sout.String())
+	}
+	if none, ppm := sres.Results[0].DemandFaults, sres.Results[1].DemandFaults; ppm*3 > none {
+		t.Errorf("strided walk: ppm %d demand faults, none %d; want at most a third", ppm, none)
+	}
 	tr, err := readTrace(file)
 	if err != nil {
 		t.Fatal(err)
@@ -197,6 +217,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"receive", "--connect", "x:1", "--no-pull"}, "--no-pull needs --touch-threads"},
 		{[]string{"receive", "--connect", "x:1", "--pull-chunk", "5000"}, "--pull-chunk"},
 		{[]string{"bench", "faults", "--pull-size", "big"}, "--pull-size"},
+		{[]string{"receive", "--connect", "127.0.0.1:1", "--touch-threads", "2", "--workload", "bogus"}, "pointer-chase"},
 	} {
 		err := run(context.Background(), io.Discard, io.Discard, c.args)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,6 +38,7 @@ type receiveSummary struct {
 	Verified        bool    `json:"verified"`
 	TouchThreads    int     `json:"touch_threads,omitempty"`
 	TouchSeconds    float64 `json:"touch_seconds,omitempty"`
+	Workload        string  `json:"workload,omitempty"`
 	Out             string  `json:"out,omitempty"`
 	Trace           string  `json:"trace,omitempty"`
 	TraceFaults     int     `json:"trace_faults,omitempty"`
@@ -49,6 +51,7 @@ type receiveOpts struct {
 	verify       bool
 	touchThreads int
 	touchSeed    uint64
+	workload     string // bench workload the touch threads run ("" = random order)
 	noPull       bool
 	spin         time.Duration
 	pullChunk    int
@@ -98,6 +101,7 @@ summary. --verify compares a digest of the whole region with the server's.`,
 	f.BoolVar(&o.verify, "verify", false, "check the whole region against the server's digest")
 	f.IntVar(&o.touchThreads, "touch-threads", 0, "threads touching every page in random order while it arrives")
 	f.Uint64Var(&o.touchSeed, "touch-seed", 1, "seed of the touch order")
+	f.StringVar(&o.workload, "workload", "", "access pattern of the touch threads: "+strings.Join(bench.WorkloadNames(), ", ")+" (default: every page once in random order)")
 	f.BoolVar(&o.noPull, "no-pull", false, "no background pull: pages arrive only when touched")
 	f.DurationVar(&o.spin, "spin", 0, "fault loop busy-poll time after each fault (0: none, the default)")
 	f.IntVar(&o.pullChunk, "pull-chunk", 0, "pages per background request (0: default 512, at most 1024)")
@@ -116,6 +120,12 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 	}
 	if o.touchThreads > 0 {
 		defer runtime.GOMAXPROCS(faulthandler.ReserveProcs(o.touchThreads))
+		if o.workload != "" {
+			// Fail on a bad name before anything connects.
+			if _, err := bench.NewWorkload(o.workload, 1, 1, o.touchSeed); err != nil {
+				return nil, err
+			}
+		}
 	}
 	h, err := faulthandler.Dial(ctx, "tcp", o.connect, opts)
 	if err != nil {
@@ -136,7 +146,15 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 	var touched chan bench.TouchResult
 	if o.touchThreads > 0 {
 		touched = make(chan bench.TouchResult, 1)
-		go func() { touched <- bench.TouchRandom(h.Memory(), h.PageSize(), o.touchThreads, o.touchSeed) }()
+		if o.workload == "" {
+			go func() { touched <- bench.TouchRandom(h.Memory(), h.PageSize(), o.touchThreads, o.touchSeed) }()
+		} else {
+			w, err := bench.NewWorkload(o.workload, uint32(h.Pages()), o.touchThreads, o.touchSeed)
+			if err != nil {
+				return nil, err
+			}
+			go func() { touched <- w.Run(h.Memory(), h.PageSize()) }()
+		}
 	}
 	if err := h.Wait(ctx); err != nil {
 		failed = o.touchThreads > 0
@@ -163,7 +181,7 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 	sum.Gbps = float64(sum.Bytes) / st.Elapsed.Seconds() / 1e9
 	if touched != nil {
 		t := <-touched
-		sum.TouchThreads, sum.TouchSeconds = o.touchThreads, t.Elapsed.Seconds()
+		sum.TouchThreads, sum.TouchSeconds, sum.Workload = o.touchThreads, t.Elapsed.Seconds(), o.workload
 	}
 	if o.out != "" {
 		if err := writeFile(o.out, h.Memory()); err != nil {
@@ -209,7 +227,11 @@ func printReceive(w io.Writer, s *receiveSummary, asJSON bool) error {
 		fmt.Fprintf(w, "  demand service time (request sent to page installed): p50 %.1f µs, p99 %.1f µs\n", s.ServiceP50us, s.ServiceP99us)
 	}
 	if s.TouchThreads > 0 {
-		fmt.Fprintf(w, "  workload:   %d threads touched every page in random order in %.3fs\n", s.TouchThreads, s.TouchSeconds)
+		pattern := "every page in random order"
+		if s.Workload != "" {
+			pattern = "the " + s.Workload + " workload"
+		}
+		fmt.Fprintf(w, "  workload:   %d threads touched %s in %.3fs\n", s.TouchThreads, pattern, s.TouchSeconds)
 	}
 	if s.Verified {
 		fmt.Fprintln(w, "  verified:   region digest matches the server's (xxh3-128 over per-page xxh3-64)")
