@@ -1,32 +1,19 @@
 package bench
 
 import (
-	"errors"
 	"os"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/pagewarp/pagewarp/faulthandler"
-	"github.com/pagewarp/pagewarp/internal/uffd"
+	"github.com/pagewarp/pagewarp/internal/uffdtest"
 )
-
-func skipWithoutUffd(t *testing.T) {
-	t.Helper()
-	u, err := uffd.Open(uffd.OpenOptions{})
-	if errors.Is(err, uffd.ErrUnavailable) {
-		t.Skipf("no userfaultfd on this machine: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Close()
-}
 
 // TestFaultModes runs the in-process and baseline fault modes on a small
 // region; each checks the region byte for byte against the source.
 func TestFaultModes(t *testing.T) {
-	skipWithoutUffd(t)
+	uffdtest.SkipIfUnavailable(t)
 	defer runtime.GOMAXPROCS(faulthandler.ReserveProcs(1))
 	ps := os.Getpagesize()
 	src := make([]byte, 3000*ps)

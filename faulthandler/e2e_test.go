@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,7 +15,7 @@ import (
 
 	"github.com/pagewarp/pagewarp/bench"
 	"github.com/pagewarp/pagewarp/faulthandler"
-	"github.com/pagewarp/pagewarp/internal/uffd"
+	"github.com/pagewarp/pagewarp/internal/uffdtest"
 	"github.com/pagewarp/pagewarp/pageserver"
 )
 
@@ -128,18 +127,6 @@ func waitTarget(t *testing.T, cmd *exec.Cmd, stdout, stderr *bytes.Buffer) targe
 	return rep
 }
 
-func skipWithoutUffd(t *testing.T) {
-	t.Helper()
-	u, err := uffd.Open(uffd.OpenOptions{})
-	if errors.Is(err, uffd.ErrUnavailable) {
-		t.Skipf("no userfaultfd on this machine: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Close()
-}
-
 // serveRegion serves content of size bytes on loopback TCP.
 func serveRegion(t *testing.T, c bench.Content, size int) (string, *pageserver.Server, []byte) {
 	t.Helper()
@@ -166,7 +153,7 @@ func serve(t *testing.T, src pageserver.Source) string {
 }
 
 func TestEndToEndRandom256MiB(t *testing.T) {
-	skipWithoutUffd(t)
+	uffdtest.SkipIfUnavailable(t)
 	for _, tc := range []struct {
 		name string
 		zero float64
@@ -209,7 +196,7 @@ func TestEndToEndRandom256MiB(t *testing.T) {
 // TestMemoryFileTwoReceivers serves a memory file whose size is not a whole
 // number of pages to two target processes at once.
 func TestMemoryFileTwoReceivers(t *testing.T) {
-	skipWithoutUffd(t)
+	uffdtest.SkipIfUnavailable(t)
 	ps := os.Getpagesize()
 	size := 48<<20 + 1234
 	mem := make([]byte, (size+ps-1)/ps*ps)
@@ -266,7 +253,7 @@ func (s slowSource) ReadPages(region uint32, page uint64, dst []byte) error {
 // TestManyThreadsOnePage has 8 threads fault on the same page: one demand
 // request, every thread woken with the right content.
 func TestManyThreadsOnePage(t *testing.T) {
-	skipWithoutUffd(t)
+	uffdtest.SkipIfUnavailable(t)
 	ps := os.Getpagesize()
 	mem := make([]byte, 64*ps)
 	bench.Content{Seed: 3}.Fill(mem, ps)
@@ -310,7 +297,7 @@ func TestManyThreadsOnePage(t *testing.T) {
 
 // TestLocalPull migrates in-process from a Source, with faults and pull.
 func TestLocalPull(t *testing.T) {
-	skipWithoutUffd(t)
+	uffdtest.SkipIfUnavailable(t)
 	ps := os.Getpagesize()
 	mem := make([]byte, 32<<20)
 	c := bench.Content{Seed: 9, ZeroFraction: 0.25}
@@ -350,7 +337,7 @@ func loadByte(b []byte, i int) byte { return b[i] }
 // the urgent replies are then read by a receive loop goroutine instead of
 // the fault loop. Same scenario as over TCP: touches plus pull, byte compare.
 func TestPipeTransport(t *testing.T) {
-	skipWithoutUffd(t)
+	uffdtest.SkipIfUnavailable(t)
 	ps := os.Getpagesize()
 	mem := make([]byte, 16<<20)
 	c := bench.Content{Seed: 21, ZeroFraction: 0.2}

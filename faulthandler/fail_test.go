@@ -16,6 +16,7 @@ import (
 
 	"github.com/pagewarp/pagewarp/bench"
 	"github.com/pagewarp/pagewarp/faulthandler"
+	"github.com/pagewarp/pagewarp/internal/uffdtest"
 	"github.com/pagewarp/pagewarp/pageserver"
 	"github.com/pagewarp/pagewarp/wire"
 )
@@ -95,7 +96,7 @@ func checkFailedClosed(t *testing.T, stdout, stderr string, err error) {
 // page. The migration fails with ErrServerGone, the thread stays blocked,
 // and after Close it faults instead of reading zeros.
 func TestServerGoesAway(t *testing.T) {
-	skipWithoutUffd(t)
+	uffdtest.SkipIfUnavailable(t)
 	ps := os.Getpagesize()
 	mem := make([]byte, 64*ps)
 	bench.Content{Seed: 11}.Fill(mem, ps)
@@ -126,7 +127,7 @@ func TestServerGoesAway(t *testing.T) {
 // TestHashMismatch: a hostile server answers with a page whose hash does
 // not match. Nothing is installed and the migration fails closed.
 func TestHashMismatch(t *testing.T) {
-	skipWithoutUffd(t)
+	uffdtest.SkipIfUnavailable(t)
 	ps := os.Getpagesize()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,7 +14,7 @@ import (
 	"time"
 
 	"github.com/pagewarp/pagewarp/bench"
-	"github.com/pagewarp/pagewarp/internal/uffd"
+	"github.com/pagewarp/pagewarp/internal/uffdtest"
 )
 
 // The test binary doubles as the CLI when PAGEWARP_CLI=1, so that commands
@@ -32,18 +31,6 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
-}
-
-func skipWithoutUffd(t *testing.T) {
-	t.Helper()
-	u, err := uffd.Open(uffd.OpenOptions{})
-	if errors.Is(err, uffd.ErrUnavailable) {
-		t.Skipf("no userfaultfd on this machine: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Close()
 }
 
 // startServe runs `serve` in-process on loopback and returns its address.
@@ -68,7 +55,7 @@ func startServe(t *testing.T, ctx context.Context, args ...string) string {
 // TestTraceRecordEval records a complete first-touch trace (no pull) and
 // evaluates predictors on it.
 func TestTraceRecordEval(t *testing.T) {
-	skipWithoutUffd(t)
+	uffdtest.SkipIfUnavailable(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	addr := startServe(t, ctx, "--demo", "4MiB")
@@ -146,7 +133,7 @@ func TestTraceRecordEval(t *testing.T) {
 // TestServeReceive runs serve and receive --verify --out as a user would
 // and compares the written file with the demo content byte for byte.
 func TestServeReceive(t *testing.T) {
-	skipWithoutUffd(t)
+	uffdtest.SkipIfUnavailable(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pr, pw := io.Pipe()
@@ -229,7 +216,7 @@ func TestUsageErrors(t *testing.T) {
 // TestDemo runs a small demo end to end: a server in another process, a
 // verified migration with touching threads, and the comparison table.
 func TestDemo(t *testing.T) {
-	skipWithoutUffd(t)
+	uffdtest.SkipIfUnavailable(t)
 	t.Setenv("PAGEWARP_CLI", "1") // the re-executed test binary acts as the CLI
 	var stdout bytes.Buffer
 	if err := run(context.Background(), &stdout, io.Discard, []string{"demo", "--size", "16MiB", "--samples", "500"}); err != nil {
