@@ -61,33 +61,39 @@ func (h *history) push(page uint64) {
 	h.n++
 }
 
-// stride detects a constant delta over the last Depth touches and predicts page+d, page+2d, ...;
-// its confidence counter is the run of equal deltas: it predicts nothing until Depth-1
-// consecutive deltas agree.
-type stride struct {
+// recent is the state stride and pivot share: the pages touched and the
+// last few of them in order. A used push counts as a touch.
+type recent struct {
 	touched
 	hist history
 }
 
-func newStride(c Config) *stride {
-	return &stride{touched: newTouched(c.Pages), hist: newHistory(max(c.Depth, 2))}
+func newRecent(c Config) recent {
+	return recent{touched: newTouched(c.Pages), hist: newHistory(max(c.Depth, 2))}
 }
 
-func (p *stride) Name() string { return "stride" }
-
-func (p *stride) Observe(page uint64) {
+func (p *recent) Observe(page uint64) {
 	if p.touch(page) {
 		p.hist.push(page)
 	}
 }
 
-func (p *stride) Feedback(page uint64, used bool) {
+func (p *recent) Feedback(page uint64, used bool) {
 	if used {
 		p.Observe(page)
 	}
 }
 
-func (p *stride) Reset() { p.hist.n = 0 }
+func (p *recent) Reset() { p.hist.n = 0 }
+
+// stride detects a constant delta over the last Depth touches and predicts page+d, page+2d, ...;
+// its confidence counter is the run of equal deltas: it predicts nothing until Depth-1
+// consecutive deltas agree.
+type stride struct{ recent }
+
+func newStride(c Config) *stride { return &stride{newRecent(c)} }
+
+func (p *stride) Name() string { return "stride" }
 
 // delta returns the stride every recorded delta agrees on (the confidence counter is the
 // history length: all Depth-1 deltas must be equal).
@@ -126,30 +132,11 @@ func (p *stride) Predict(dst []uint64, k int) []uint64 {
 // pivot is Hines & Gopalan's post-copy "bubbling": pages around the latest fault, alternating
 // forward and backward (p+1, p-1, p+2, p-2, ...). When the last Depth deltas mostly point one
 // way, it takes two steps that way for each step the other way.
-type pivot struct {
-	touched
-	hist history
-}
+type pivot struct{ recent }
 
-func newPivot(c Config) *pivot {
-	return &pivot{touched: newTouched(c.Pages), hist: newHistory(max(c.Depth, 2))}
-}
+func newPivot(c Config) *pivot { return &pivot{newRecent(c)} }
 
 func (p *pivot) Name() string { return "pivot" }
-
-func (p *pivot) Observe(page uint64) {
-	if p.touch(page) {
-		p.hist.push(page)
-	}
-}
-
-func (p *pivot) Feedback(page uint64, used bool) {
-	if used {
-		p.Observe(page)
-	}
-}
-
-func (p *pivot) Reset() { p.hist.n = 0 }
 
 func (p *pivot) Predict(dst []uint64, k int) []uint64 {
 	if p.hist.n == 0 || k <= 0 {

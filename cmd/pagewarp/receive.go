@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pagewarp/pagewarp/bench"
 	"github.com/pagewarp/pagewarp/faulthandler"
@@ -95,13 +96,10 @@ summary. --verify compares a digest of the whole region with the server's.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.connect, "connect", "", "page server address HOST:PORT")
+	addWorkloadFlags(f, &o, 0)
 	f.Int64Var(&o.region, "region", -1, "region id to receive (default: the server's first)")
 	f.StringVar(&o.out, "out", "", "write the received region to this file")
 	f.BoolVar(&o.verify, "verify", false, "check the whole region against the server's digest")
-	f.IntVar(&o.touchThreads, "touch-threads", 0, "threads touching every page in random order while it arrives")
-	f.Uint64Var(&o.touchSeed, "touch-seed", 1, "seed of the touch order")
-	f.StringVar(&o.workload, "workload", "", "access pattern of the touch threads: "+strings.Join(bench.WorkloadNames(), ", ")+" (default: every page once in random order)")
 	f.BoolVar(&o.noPull, "no-pull", false, "no background pull: pages arrive only when touched")
 	f.DurationVar(&o.spin, "spin", 0, "fault loop busy-poll time after each fault (0: none, the default)")
 	f.IntVar(&o.pullChunk, "pull-chunk", 0, "pages per background request (0: default 512, at most 1024)")
@@ -109,6 +107,16 @@ summary. --verify compares a digest of the whole region with the server's.`,
 	f.IntVar(&o.bulkStreams, "bulk-streams", 0, "bulk connections for the pull, each installing on its own (0: default 3)")
 	f.BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
 	return cmd
+}
+
+// addWorkloadFlags defines the flags receive and trace record share: where
+// to connect and what the touch threads do.
+func addWorkloadFlags(f *pflag.FlagSet, o *receiveOpts, threads int) {
+	f.StringVar(&o.connect, "connect", "", "page server address HOST:PORT")
+	f.IntVar(&o.touchThreads, "touch-threads", threads, "threads touching the region while it arrives")
+	f.Uint64Var(&o.touchSeed, "touch-seed", 1, "seed of the touch order")
+	f.StringVar(&o.workload, "workload", "", "access pattern of the touch threads: "+
+		strings.Join(bench.WorkloadNames(), ", ")+" (default: every page once in random order)")
 }
 
 func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, error) {

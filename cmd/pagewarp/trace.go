@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pagewarp/pagewarp/bench"
 	"github.com/pagewarp/pagewarp/predictor"
 )
 
@@ -49,11 +48,8 @@ the input 'trace eval' and predictor warming want.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.connect, "connect", "", "page server address HOST:PORT")
+	addWorkloadFlags(f, &o, 4)
 	f.StringVar(&o.traceOut, "out-trace", "", "write the demand-fault sequence to this file")
-	f.IntVar(&o.touchThreads, "touch-threads", 4, "threads touching every page in random order")
-	f.Uint64Var(&o.touchSeed, "touch-seed", 1, "seed of the touch order")
-	f.StringVar(&o.workload, "workload", "", "access pattern: "+strings.Join(bench.WorkloadNames(), ", ")+" (default: every page once in random order)")
 	f.BoolVar(&o.noPull, "no-pull", false, "no background pull: every page faults (a complete first-touch trace)")
 	f.BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
 	return cmd
