@@ -28,7 +28,7 @@ var ErrUnknownWorkload = errors.New("unknown workload")
 // workloadBuilders maps each workload name to its builder, in suite order.
 var workloadBuilders = []struct {
 	name  string
-	build func(r *rand.Rand, pages uint32, threads int) [][]uint32
+	build func(l, r *rand.Rand, pages uint32, threads int) [][]uint32
 }{
 	{"sequential", buildSequential},
 	{"strided", buildStrided},
@@ -51,7 +51,8 @@ func WorkloadNames() []string {
 }
 
 // NewWorkload builds the named workload over a region of pages pages, for
-// threads threads, deterministically from seed. Every workload touches every
+// threads threads, deterministically from seed: NewWorkloadRun with seed as
+// both the layout and the run seed. Every workload touches every
 // page of the region at least once, so a migration can complete through
 // faults alone. Parameters (strides, record layouts, permutations) are drawn
 // from seed; two names with one seed draw from different streams.
@@ -60,6 +61,18 @@ func WorkloadNames() []string {
 // threads beyond that with empty orders; so does any workload when threads
 // exceeds pages.
 func NewWorkload(name string, pages uint32, threads int, seed uint64) (*Workload, error) {
+	return NewWorkloadRun(name, pages, threads, seed, seed)
+}
+
+// NewWorkloadRun builds the named workload from two seeds. The layout seed
+// draws what belongs to the program and its data, the same from run to run:
+// strides, record layouts, the pointer structure of pointer-chase, the hot
+// set of zipf. The run seed draws what differs between runs of that program:
+// the order in which interleaved streams advance, where a pointer chase
+// starts, zipf's draws, the random orders of random and of phases' random
+// phase. A recorded run with another run seed is what an operator would have
+// from an earlier run of the same program, the input for warming a predictor.
+func NewWorkloadRun(name string, pages uint32, threads int, layoutSeed, runSeed uint64) (*Workload, error) {
 	for _, b := range workloadBuilders {
 		if b.name != name {
 			continue
@@ -70,8 +83,9 @@ func NewWorkload(name string, pages uint32, threads int, seed uint64) (*Workload
 		if threads < 1 {
 			return nil, fmt.Errorf("workload %s: %d threads: want at least 1", name, threads)
 		}
-		r := rand.New(rand.NewPCG(seed, nameStream(name)))
-		return &Workload{Name: name, Threads: threads, Orders: b.build(r, pages, threads)}, nil
+		l := rand.New(rand.NewPCG(layoutSeed, nameStream(name)))
+		r := rand.New(rand.NewPCG(runSeed, nameStream(name)^0x72756e)) // "run"
+		return &Workload{Name: name, Threads: threads, Orders: b.build(l, r, pages, threads)}, nil
 	}
 	return nil, fmt.Errorf("workload %q: %w (want one of %s)", name, ErrUnknownWorkload, strings.Join(WorkloadNames(), ", "))
 }
@@ -243,7 +257,7 @@ func splitPerm(perm []uint32, threads int) [][]uint32 {
 
 // buildSequential splits the region into threads contiguous slices; each
 // thread touches its slice in ascending order. It draws nothing from r.
-func buildSequential(_ *rand.Rand, pages uint32, threads int) [][]uint32 {
+func buildSequential(_, _ *rand.Rand, pages uint32, threads int) [][]uint32 {
 	orders := make([][]uint32, threads)
 	for t := range orders {
 		lo, hi := share(uint64(pages), t, threads)
@@ -255,8 +269,8 @@ func buildSequential(_ *rand.Rand, pages uint32, threads int) [][]uint32 {
 // buildStrided draws one stride s in [3, 16]; each thread walks its
 // contiguous slice with stride s from the slice's start, then from offsets
 // 1..s-1 in later passes.
-func buildStrided(r *rand.Rand, pages uint32, threads int) [][]uint32 {
-	s := stride(r)
+func buildStrided(l, _ *rand.Rand, pages uint32, threads int) [][]uint32 {
+	s := stride(l)
 	orders := make([][]uint32, threads)
 	for t := range orders {
 		lo, hi := share(uint64(pages), t, threads)
@@ -274,16 +288,16 @@ const interleavedStreams = 8
 // Stream i belongs to thread i mod threads; each thread interleaves its
 // streams by picking, touch after touch, one of its unfinished streams at
 // random, as the vCPUs of a guest would.
-func buildInterleaved(r *rand.Rand, pages uint32, threads int) [][]uint32 {
+func buildInterleaved(l, r *rand.Rand, pages uint32, threads int) [][]uint32 {
 	all := make([]uint32, 0, pages)
 	streams := make([][]uint32, interleavedStreams)
 	for i := range streams {
 		lo, hi := share(uint64(pages), i, interleavedStreams)
 		start := len(all)
-		if r.IntN(2) == 0 {
+		if l.IntN(2) == 0 {
 			all = appendRange(all, lo, hi)
 		} else {
-			all = appendStrided(all, lo, hi, stride(r))
+			all = appendStrided(all, lo, hi, stride(l))
 		}
 		streams[i] = all[start:len(all):len(all)]
 	}
@@ -338,8 +352,8 @@ func structuredLayout(r *rand.Rand) (recLen uint64, hot []uint64) {
 // records. A thread first touches the hot offsets of each of its records,
 // record after record, then, in a second pass, the remaining offsets of each
 // record in order, so every page is covered once.
-func buildStructured(r *rand.Rand, pages uint32, threads int) [][]uint32 {
-	recLen, hot := structuredLayout(r)
+func buildStructured(l, _ *rand.Rand, pages uint32, threads int) [][]uint32 {
+	recLen, hot := structuredLayout(l)
 	return structuredOrders(uint64(pages), threads, recLen, hot)
 }
 
@@ -373,10 +387,10 @@ func structuredOrders(pages uint64, threads int, recLen uint64, hot []uint64) []
 // (Sattolo's algorithm: one cycle through every page, so each page has a
 // fixed successor, the next pointer of a linked structure) and walks it from
 // a random page; each thread follows its contiguous share of the walk.
-func buildPointerChase(r *rand.Rand, pages uint32, threads int) [][]uint32 {
+func buildPointerChase(l, r *rand.Rand, pages uint32, threads int) [][]uint32 {
 	next := appendRange(make([]uint32, 0, pages), 0, uint64(pages))
 	for i := len(next) - 1; i > 0; i-- {
-		j := r.IntN(i)
+		j := l.IntN(i)
 		next[i], next[j] = next[j], next[i]
 	}
 	walk := make([]uint32, pages)
@@ -396,8 +410,8 @@ const zipfS = 1.1
 // scattered hot set takes most touches; thread t makes its contiguous share
 // of the draws, then appends, in rank order, the pages of its share of the
 // ranks that no thread drew, so every page is covered.
-func buildZipf(r *rand.Rand, pages uint32, threads int) [][]uint32 {
-	perm := permutation(r, 0, uint64(pages))
+func buildZipf(l, r *rand.Rand, pages uint32, threads int) [][]uint32 {
+	perm := permutation(l, 0, uint64(pages))
 	z := rand.NewZipf(r, zipfS, 1, uint64(pages)-1)
 	draws := 2 * uint64(pages)
 	drawn := newBitmap(int64(pages) - 1)
@@ -425,7 +439,7 @@ func buildZipf(r *rand.Rand, pages uint32, threads int) [][]uint32 {
 
 // buildRandom draws a uniform random permutation of the pages; each thread
 // touches its contiguous share of it.
-func buildRandom(r *rand.Rand, pages uint32, threads int) [][]uint32 {
+func buildRandom(_, r *rand.Rand, pages uint32, threads int) [][]uint32 {
 	return splitPerm(permutation(r, 0, uint64(pages)), threads)
 }
 
@@ -434,11 +448,11 @@ func buildRandom(r *rand.Rand, pages uint32, threads int) [][]uint32 {
 // random permutation (each thread its contiguous share), the third strided
 // (one stride in [3, 16], each thread its slice as buildStrided does). Each
 // thread does its share of phase 1, then 2, then 3.
-func buildPhases(r *rand.Rand, pages uint32, threads int) [][]uint32 {
+func buildPhases(l, r *rand.Rand, pages uint32, threads int) [][]uint32 {
 	n := uint64(pages)
 	b1, b2 := n/3, 2*n/3
 	perm := permutation(r, b1, b2)
-	s := stride(r)
+	s := stride(l)
 	orders := make([][]uint32, threads)
 	for t := range orders {
 		lo1, hi1 := share(b1, t, threads)

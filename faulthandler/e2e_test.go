@@ -34,6 +34,11 @@ type targetSpec struct {
 	Seed    uint64 // content seed, when Content is the reference
 	Zero    float64
 	File    string // reference file, instead of Content
+	// Workload, when set, is the bench workload the threads run (layout and
+	// run seed 7) instead of touching every page in random order.
+	Workload   string
+	NoPull     bool
+	ProbeEvery int
 }
 
 // targetReport is what the target prints as its last line.
@@ -58,15 +63,26 @@ func runTarget(specJSON string) int {
 	faulthandler.ReserveProcs(spec.Threads)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	h, err := faulthandler.Dial(ctx, "tcp", spec.Addr, faulthandler.Options{Verify: true})
+	h, err := faulthandler.Dial(ctx, "tcp", spec.Addr, faulthandler.Options{Verify: true, NoPull: spec.NoPull, ProbeEvery: spec.ProbeEvery})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dial:", err)
 		return 1
 	}
+	var w *bench.Workload
+	if spec.Workload != "" {
+		if w, err = bench.NewWorkload(spec.Workload, uint32(h.Pages()), spec.Threads, 7); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
 	h.Start()
 	done := make(chan struct{})
 	go func() {
-		bench.TouchRandom(h.Memory(), h.PageSize(), spec.Threads, uint64(os.Getpid()))
+		if w != nil {
+			w.Run(h.Memory(), h.PageSize())
+		} else {
+			bench.TouchRandom(h.Memory(), h.PageSize(), spec.Threads, uint64(os.Getpid()))
+		}
 		close(done)
 	}()
 	if err := h.Wait(ctx); err != nil {

@@ -24,6 +24,8 @@ const (
 	stateDemand            // a demand request is in flight
 	stateBackground        // a background request is in flight
 	stateResident          // installed
+	statePushed            // announced by the server's Push notice, on its way (or being installed from staging)
+	stateStaged            // a pushed probe held back until touched (push.go)
 )
 
 var (
@@ -81,6 +83,18 @@ type Options struct {
 	// UserModeOnly opens the userfaultfd with UFFD_USER_MODE_ONLY even when
 	// a full descriptor is allowed.
 	UserModeOnly bool
+	// NoPush declines the server's push of predicted pages (the push feature
+	// is not offered in Hello).
+	NoPush bool
+	// ProbeEvery is how many pushed pages share one probe: a pushed page
+	// held back until the workload touches it, so the target can report
+	// to the server whether its predictions are used (push.go). Default 8;
+	// 1 makes every pushed page a probe (exact reports, a local fault per
+	// used page); negative: no probes, no reports.
+	ProbeEvery int
+	// ProbeExpiry is how many demand faults a probe waits to be touched
+	// before it is installed and reported unused. Default 32.
+	ProbeExpiry int
 	// RecordFaults keeps the page of every demand fault in the order the
 	// fault loop read them (FaultTrace): the first-touch sequence of the
 	// pages the workload reached before the pull did. With NoPull it is
@@ -106,6 +120,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.IOTimeout <= 0 {
 		o.IOTimeout = 30 * time.Second
+	}
+	if o.ProbeEvery == 0 {
+		o.ProbeEvery = 8
+	}
+	if o.ProbeExpiry <= 0 {
+		o.ProbeExpiry = 32
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -158,6 +178,7 @@ type Handler struct {
 	latestFault atomic.Uint64
 
 	fetch fetcher
+	stage *staging // pushed probes; nil unless the server pushes and ProbeEvery > 0
 
 	faultTrace []uint64 // demand faults in order (RecordFaults); fault loop only
 
@@ -438,6 +459,9 @@ func (h *Handler) faultLoop() error {
 			if isClosed(h.complete) {
 				return nil
 			}
+			if err := h.flushStagedIfLast(); err != nil {
+				return err
+			}
 			ready, err := h.poll.Wait(-1)
 			if err != nil {
 				if errors.Is(err, epoll.ErrClosed) {
@@ -482,8 +506,18 @@ func (h *Handler) faultLoop() error {
 					return err
 				}
 				requested = true
+			} else if ok, err := h.takeStaged(page); ok || err != nil {
+				if err != nil {
+					return err
+				}
+				requested = true // a report to send
 			} else {
 				h.stats.faultsCoalesced.Add(1)
+			}
+		}
+		if h.stage != nil {
+			if err := h.expireStaged(false); err != nil {
+				return err
 			}
 		}
 		if requested {
@@ -493,6 +527,20 @@ func (h *Handler) faultLoop() error {
 		}
 		pending = len(msgs) == cap(msgs)
 	}
+}
+
+// flushStagedIfLast installs the staged probes once nothing else is
+// missing, so that the migration completes.
+func (h *Handler) flushStagedIfLast() error {
+	st := h.stage
+	if st == nil {
+		return nil
+	}
+	n := uint64(st.n.Load())
+	if n == 0 || h.resident.Load()+n != h.npages {
+		return nil
+	}
+	return h.expireStaged(true)
 }
 
 // spinFor busy-polls the userfaultfd and the fetcher's descriptor for up
@@ -601,12 +649,15 @@ func (h *Handler) installRuns(page uint64, count int, kind pageKind, do func(p u
 	end := page + uint64(count)
 	p := page
 	for p < end {
-		if h.state[p].Load() == stateResident {
+		if s := h.state[p].Load(); s == stateResident || s == stateStaged {
 			p++
 			continue
 		}
 		q := p + 1
-		for q < end && h.state[q].Load() != stateResident {
+		for q < end {
+			if s := h.state[q].Load(); s == stateResident || s == stateStaged {
+				break
+			}
 			q++
 		}
 		n, err := do(p, int(q-p))
@@ -649,8 +700,13 @@ func (h *Handler) markResident(p, n uint64, kind pageKind) {
 		return
 	}
 	h.stats.pages[kind].Add(added)
-	if h.resident.Add(added) == h.npages {
+	r := h.resident.Add(added)
+	if r == h.npages {
 		close(h.complete)
+		return
+	}
+	if st := h.stage; st != nil && r+uint64(st.n.Load()) == h.npages && h.poll != nil {
+		h.poll.Wake() // only staged probes are left: the fault loop installs them
 	}
 }
 

@@ -78,6 +78,10 @@ func NewRemote(ctx context.Context, urgent net.Conn, bulk []net.Conn, opts Optio
 		r.bulk = append(r.bulk, newRConn(c, fmt.Sprintf("bulk%d", i)))
 	}
 	var w *wire.Welcome
+	features := wire.FeatureZeroPages | wire.FeaturePageHashes
+	if !opts.NoPush {
+		features |= wire.FeaturePush
+	}
 	for _, rc := range r.all() {
 		ch := uint8(wire.ChannelBulk)
 		if rc == r.urgent {
@@ -85,7 +89,7 @@ func NewRemote(ctx context.Context, urgent net.Conn, bulk []net.Conn, opts Optio
 		}
 		wel, err := rc.handshake(ctx, &wire.Hello{
 			VersionMin: wire.Version, VersionMax: wire.Version,
-			Features: wire.FeatureZeroPages | wire.FeaturePageHashes,
+			Features: features,
 			Channel:  ch, Session: session, Client: ClientName,
 		}, opts.IOTimeout)
 		if err != nil {
@@ -119,6 +123,9 @@ func NewRemote(ctx context.Context, urgent net.Conn, bulk []net.Conn, opts Optio
 	r.h = h
 	r.region = reg
 	r.welcome = w
+	if w.Features&wire.FeaturePush != 0 && opts.ProbeEvery > 0 {
+		h.stage = newStaging(opts.ProbeEvery, opts.ProbeExpiry)
+	}
 	for _, rc := range r.all() {
 		rc.r.SetPageSize(int(w.PageSize))
 	}
@@ -285,12 +292,29 @@ func (r *remote) demand(page uint64) error {
 func (r *remote) flush() error {
 	r.urgent.wmu.Lock()
 	defer r.urgent.wmu.Unlock()
+	// Reports ride along with demand requests; alone they wait until a few
+	// have gathered, so that a well-predicted workload, which touches its
+	// probes without demand faults, does not wake the server for each.
+	for more := r.urgent.w.Buffered() > 0 || r.h.reportsPending() >= reportBatch; more; {
+		var used, unused []uint64
+		used, unused, more = r.h.takeReports()
+		if len(used)+len(unused) == 0 {
+			break
+		}
+		if err := r.urgent.w.WriteMessage(&wire.Feedback{Region: r.region.ID, Used: used, Unused: unused}); err != nil {
+			return fmt.Errorf("send feedback: %w", err)
+		}
+	}
 	r.urgent.c.SetWriteDeadline(time.Now().Add(r.h.opts.IOTimeout))
 	if err := r.urgent.w.Flush(); err != nil {
 		return fmt.Errorf("send demand requests: %w", err)
 	}
 	return nil
 }
+
+// reportBatch is how many probe reports are sent without a demand request
+// to carry them.
+const reportBatch = 64
 
 // pull does nothing: the bulk receive loop drives the background pull
 // itself (see pullMore), so that no goroutine hand-off sits between a reply
@@ -379,7 +403,7 @@ func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, er
 		if rc == r.urgent && r.ufd >= 0 && m.Last() && r.pendingDemand > 0 {
 			r.pendingDemand--
 		}
-		if rc.bulk && m.Last() {
+		if rc.bulk && m.Last() && !m.Pushed() {
 			rc.inflight--
 			if err := r.pullMore(rc); err != nil {
 				if r.closing.Load() {
@@ -387,6 +411,16 @@ func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, er
 				}
 				return false, err
 			}
+		}
+	case *wire.Push:
+		if rc != r.urgent || m.Region != r.region.ID {
+			return false, fmt.Errorf("%s connection: unexpected push notice for region %d", rc.name, m.Region)
+		}
+		if err := h.announce(m); err != nil {
+			return false, fmt.Errorf("%s connection: %w", rc.name, err)
+		}
+		if r.ufd >= 0 {
+			r.pendingDemand++ // keep the fault loop polling until the push is in
 		}
 	case *wire.Digest:
 		select {
@@ -462,7 +496,13 @@ func (r *remote) install(m *wire.Pages, kind pageKind) error {
 	if m.Region != r.region.ID || m.Page >= h.npages || uint64(m.Count) > h.npages-m.Page {
 		return fmt.Errorf("server sent pages %d+%d of region %d, outside region %d of %d pages", m.Page, m.Count, m.Region, r.region.ID, h.npages)
 	}
+	if m.Pushed() && (kind != kindDemand || h.opts.NoPush) {
+		return fmt.Errorf("server pushed pages %d+%d on a connection that does not take pushes", m.Page, m.Count)
+	}
 	if m.Zero() {
+		if m.Pushed() {
+			return h.installPushed(m.Page, int(m.Count), nil)
+		}
 		return h.installZero(m.Page, int(m.Count), kindZero)
 	}
 	ps := h.pageSize
@@ -476,6 +516,9 @@ func (r *remote) install(m *wire.Pages, kind pageKind) error {
 		}
 	}
 	h.stats.bytesReceived.Add(uint64(len(m.Data)))
+	if m.Pushed() {
+		return h.installPushed(m.Page, int(m.Count), m.Data)
+	}
 	return h.installData(m.Page, int(m.Count), m.Data, kind)
 }
 

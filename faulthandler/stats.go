@@ -13,6 +13,7 @@ const (
 	kindDemand pageKind = iota
 	kindBackground
 	kindZero
+	kindPushed
 	numKinds
 )
 
@@ -69,6 +70,11 @@ type counters struct {
 	demandRequests  atomic.Uint64
 	pullRequests    atomic.Uint64
 	bytesReceived   atomic.Uint64
+	pushNotices     atomic.Uint64
+	pushedReceived  atomic.Uint64
+	probesStaged    atomic.Uint64
+	probesUsed      atomic.Uint64
+	probesUnused    atomic.Uint64
 	pages           [numKinds]atomic.Uint64
 	serviceTime     histogram
 }
@@ -84,33 +90,49 @@ type Stats struct {
 	PullRequests    uint64        // background requests sent
 	DemandPages     uint64        // pages installed from demand replies
 	BackgroundPages uint64        // pages installed from background replies
-	ZeroPages       uint64        // pages installed as zero pages
+	ZeroPages       uint64        // pages installed as zero pages (demand and background)
+	PushNotices     uint64        // Push notices received (demand replies followed by a push)
+	PushedReceived  uint64        // pages received in pushed frames (duplicates included)
+	PushedPages     uint64        // pages installed from pushes (zero pages included)
+	ProbesStaged    uint64        // pushed pages held back as probes
+	ProbesUsed      uint64        // probes the workload touched (each a local fault, reported used)
+	ProbesUnused    uint64        // probes that expired untouched (reported unused)
 	BytesReceived   uint64        // page bytes received from the source
 	ServiceP50      time.Duration // demand request to install, median
 	ServiceP99      time.Duration // demand request to install, 99th percentile
-	Elapsed         time.Duration // Start to the last page (or to now)
-	PageSize        int
-	Complete        bool
+	// DemandServiceTotal sums the service time of every demand request: the
+	// time threads stalled on faults that went to the source.
+	DemandServiceTotal time.Duration
+	Elapsed            time.Duration // Start to the last page (or to now)
+	PageSize           int
+	Complete           bool
 }
 
 // Stats returns the handler's counters.
 func (h *Handler) Stats() Stats {
 	s := Stats{
-		Pages:           h.npages,
-		Resident:        h.resident.Load(),
-		FaultEvents:     h.stats.faultEvents.Load(),
-		FaultBatches:    h.stats.faultBatches.Load(),
-		FaultsCoalesced: h.stats.faultsCoalesced.Load(),
-		DemandRequests:  h.stats.demandRequests.Load(),
-		PullRequests:    h.stats.pullRequests.Load(),
-		DemandPages:     h.stats.pages[kindDemand].Load(),
-		BackgroundPages: h.stats.pages[kindBackground].Load(),
-		ZeroPages:       h.stats.pages[kindZero].Load(),
-		BytesReceived:   h.stats.bytesReceived.Load(),
-		ServiceP50:      h.stats.serviceTime.quantile(0.50),
-		ServiceP99:      h.stats.serviceTime.quantile(0.99),
-		PageSize:        h.pageSize,
-		Complete:        isClosed(h.complete),
+		Pages:              h.npages,
+		Resident:           h.resident.Load(),
+		FaultEvents:        h.stats.faultEvents.Load(),
+		FaultBatches:       h.stats.faultBatches.Load(),
+		FaultsCoalesced:    h.stats.faultsCoalesced.Load(),
+		DemandRequests:     h.stats.demandRequests.Load(),
+		PullRequests:       h.stats.pullRequests.Load(),
+		DemandPages:        h.stats.pages[kindDemand].Load(),
+		BackgroundPages:    h.stats.pages[kindBackground].Load(),
+		ZeroPages:          h.stats.pages[kindZero].Load(),
+		PushNotices:        h.stats.pushNotices.Load(),
+		PushedReceived:     h.stats.pushedReceived.Load(),
+		PushedPages:        h.stats.pages[kindPushed].Load(),
+		ProbesStaged:       h.stats.probesStaged.Load(),
+		ProbesUsed:         h.stats.probesUsed.Load(),
+		ProbesUnused:       h.stats.probesUnused.Load(),
+		BytesReceived:      h.stats.bytesReceived.Load(),
+		ServiceP50:         h.stats.serviceTime.quantile(0.50),
+		ServiceP99:         h.stats.serviceTime.quantile(0.99),
+		DemandServiceTotal: time.Duration(h.stats.serviceTime.sum.Load()),
+		PageSize:           h.pageSize,
+		Complete:           isClosed(h.complete),
 	}
 	if end := h.ended.Load(); end != 0 {
 		s.Elapsed = time.Unix(0, end).Sub(h.started)

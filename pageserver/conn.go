@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,10 +22,13 @@ import (
 // the receive loop, Close, or the peer gone); the send loop then handles the cause.
 var errAbort = errors.New("job aborted")
 
-// job is one unit of work for the send loop: a page request, or a digest request.
+// job is one unit of work for the send loop: a page request, a digest
+// request, or the rest of a push the receive loop left when a demand request
+// arrived.
 type job struct {
-	req    wire.Request // for a digest: ReqID and Region only
+	req    wire.Request // for a digest: ReqID and Region only; for a push: ReqID and Region
 	digest bool
+	push   []uint64 // pages still to push, ascending
 }
 
 // conn is one client connection: a receive loop (the goroutine of ServeConn) and a send loop.
@@ -37,7 +41,10 @@ type conn struct {
 	w   *wire.Writer // send loop only (the handshake, before the send loop starts)
 
 	features uint64
+	sess     *session // the migration's shared push state (with Prefetch)
+	push     bool     // push after demand replies: urgent channel, FeaturePush negotiated
 	demand   chan job
+	pushq    chan job // rests of pushes, served after demand and before background
 	bg       chan job
 	ctrl     chan wire.Message // the receive loop's last word: an *wire.Error or a *wire.Bye
 	fatal    atomic.Bool       // set before an *wire.Error goes to ctrl: abort background work
@@ -60,6 +67,7 @@ type conn struct {
 	hashes  []byte
 	zero    []bool
 	pg      wire.Pages
+	plan    []uint64 // the current push
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -72,6 +80,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		r:        wire.NewReader(sr),
 		w:        wire.NewWriter(nc),
 		demand:   make(chan job, queueDepth),
+		pushq:    make(chan job, queueDepth),
 		bg:       make(chan job, queueDepth),
 		ctrl:     make(chan wire.Message, 1),
 		gone:     make(chan struct{}),
@@ -81,7 +90,11 @@ func newConn(s *Server, nc net.Conn) *conn {
 
 // serve runs the connection to its end. The caller closes nc.
 func (c *conn) serve() {
-	if !c.handshake() {
+	ok := c.handshake()
+	if c.sess != nil {
+		defer c.s.releaseSession(c.sess)
+	}
+	if !ok {
 		return
 	}
 	go c.sendLoop()
@@ -187,7 +200,11 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	c.nc.SetReadDeadline(time.Time{})
-	c.features = hello.Features & serverFeatures
+	c.features = hello.Features & c.s.features
+	if c.features&wire.FeaturePush != 0 {
+		c.sess = c.s.acquireSession(hello.Session)
+		c.push = hello.Channel == wire.ChannelUrgent
+	}
 	if hello.Channel == wire.ChannelUrgent {
 		c.sr.setSpin(c.s.opts.UrgentSpin)
 	}
@@ -277,6 +294,9 @@ func (c *conn) recvLoop() {
 				return
 			}
 			c.s.stats.requests[m.Priority].Add(1)
+			if c.sess != nil && m.Priority == wire.PriorityBackground {
+				c.sess.claimed(c.s, m.Region, m.Page, m.Count)
+			}
 			if m.Priority == wire.PriorityDemand {
 				served, err := c.serveInline(*m)
 				if err != nil {
@@ -307,6 +327,25 @@ func (c *conn) recvLoop() {
 			if !c.enqueue(c.bg, job{req: wire.Request{ReqID: m.ReqID, Region: m.Region}, digest: true}) {
 				return
 			}
+		case *wire.Feedback:
+			if c.sess == nil {
+				c.fail(&wire.Error{Code: wire.CodeProtocol, Message: "feedback without the push feature"})
+				return
+			}
+			pages, ok := c.s.pages[m.Region]
+			if !ok {
+				c.fail(&wire.Error{Code: wire.CodeUnknownRegion, Message: fmt.Sprintf("feedback for region %d, which is not served", m.Region)})
+				return
+			}
+			for _, l := range [][]uint64{m.Used, m.Unused} {
+				for _, p := range l {
+					if p >= pages {
+						c.fail(&wire.Error{Code: wire.CodeOutOfRange, Message: fmt.Sprintf("feedback on page %d outside region %d of %d pages", p, m.Region, pages)})
+						return
+					}
+				}
+			}
+			c.sess.feedback(c.s, m)
 		case *wire.Bye:
 			c.log.Debug("bye from client", "reason", m.Reason)
 			c.fail(&wire.Bye{Reason: "bye"})
@@ -315,8 +354,8 @@ func (c *conn) recvLoop() {
 			c.log.Info("error from client", "code", m.Code.String(), "req", m.ReqID, "err", m.Message)
 			close(c.gone)
 			return
-		case *wire.Pages:
-			c.fail(&wire.Error{Code: wire.CodeUnknownType, Message: "a server never accepts pages"})
+		case *wire.Pages, *wire.Push:
+			c.fail(&wire.Error{Code: wire.CodeUnknownType, Message: fmt.Sprintf("a server never accepts %s", m.Type())})
 			return
 		default: // Hello, Welcome, Digest
 			c.fail(&wire.Error{Code: wire.CodeProtocol, Message: fmt.Sprintf("unexpected %s after the handshake", m.Type())})
@@ -343,7 +382,7 @@ func (c *conn) serveInline(req wire.Request) (bool, error) {
 	if h := c.s.hooks.enqueued; h != nil {
 		h(req)
 	}
-	return true, c.do(job{req: req}, false)
+	return true, c.serveDemand(req, true)
 }
 
 // enqueue blocks until q has room (back-pressure), the send loop ends, or the server closes.
@@ -401,6 +440,16 @@ func (c *conn) run() wire.Message {
 			continue
 		default:
 		}
+		select {
+		case j := <-c.pushq:
+			if err := c.locked(j, false); err != nil {
+				if m, stop := c.failure(err); stop {
+					return m
+				}
+			}
+			continue
+		default:
+		}
 		if h := c.s.hooks.beforeJob; h != nil {
 			h()
 		}
@@ -413,6 +462,8 @@ func (c *conn) run() wire.Message {
 		case <-c.gone:
 			return nil
 		case j := <-c.demand:
+			err = c.locked(j, false)
+		case j := <-c.pushq:
 			err = c.locked(j, false)
 		case j := <-c.bg:
 			err = c.locked(j, true)
@@ -452,6 +503,7 @@ func (c *conn) finish(m wire.Message) wire.Message {
 		default:
 			select {
 			case j = <-c.demand:
+			case j = <-c.pushq:
 			case j = <-c.bg:
 				background = true
 			default:
@@ -505,10 +557,83 @@ func (c *conn) locked(j job, background bool) error {
 }
 
 func (c *conn) do(j job, background bool) error {
-	if j.digest {
+	switch {
+	case j.digest:
 		return c.serveDigest(j.req)
+	case j.push != nil:
+		return c.sendPush(j.req, j.push, false)
+	case !background && c.push:
+		return c.serveDemand(j.req, false)
 	}
 	return c.serveRequest(j.req, background)
+}
+
+// serveDemand answers a demand request and pushes what the predictor expects
+// next: the Push notice and the page go out in one write (the notice first,
+// so the target knows what is coming before the faulting thread resumes),
+// then the pushed pages. inline says the caller is the receive loop.
+func (c *conn) serveDemand(req wire.Request, inline bool) error {
+	if !c.push {
+		return c.serveRequest(req, false)
+	}
+	c.plan = c.sess.plan(c.s, req.Region, req.Page, c.plan[:0])
+	if len(c.plan) > 0 {
+		c.s.stats.pushes.Add(1)
+		c.s.stats.pushedPages.Add(uint64(len(c.plan)))
+		if err := c.w.WriteMessage(&wire.Push{ReqID: req.ReqID, Region: req.Region, Pages: c.plan}); err != nil {
+			return err
+		}
+	}
+	if err := c.serveRequest(req, false); err != nil {
+		return err
+	}
+	if len(c.plan) == 0 {
+		return nil
+	}
+	return c.sendPush(wire.Request{ReqID: req.ReqID, Region: req.Region}, c.plan, inline)
+}
+
+// sendPush sends the pushed pages (ascending) in runs of consecutive pages,
+// the last frame flagged last. Demand requests come first: when one is
+// waiting (queued, or unread on the connection while the receive loop is
+// the caller) the rest of the push is queued for the send loop, which serves
+// it after the demand queue.
+func (c *conn) sendPush(req wire.Request, pages []uint64, inline bool) error {
+	for i := 0; i < len(pages); {
+		if i > 0 && c.demandWaiting(inline) {
+			rest := slices.Clone(pages[i:])
+			select {
+			case c.pushq <- job{req: req, push: rest}:
+				return c.flush()
+			default: // the queue is full: go on here
+			}
+		}
+		j := i + 1
+		for j < len(pages) && pages[j] == pages[j-1]+1 && j-i < c.s.framePages {
+			j++
+		}
+		data, err := c.read(req.Region, pages[i], j-i)
+		if err != nil {
+			c.log.Info("source read", "region", req.Region, "page", pages[i], "count", j-i, "err", err)
+			return &wire.Error{Code: wire.CodeSourceRead, ReqID: req.ReqID,
+				Message: fmt.Sprintf("read region %d pages %d+%d: %v", req.Region, pages[i], j-i, err)}
+		}
+		c.setWriteDeadline()
+		if err := c.writeRuns(req, pages[i], j-i, data, j == len(pages), wire.FlagPushed); err != nil {
+			return err
+		}
+		i = j
+	}
+	return c.flush()
+}
+
+// demandWaiting reports whether a demand request waits: in the queue, or, for
+// the receive loop (inline), unread in its buffer or on the socket.
+func (c *conn) demandWaiting(inline bool) bool {
+	if len(c.demand) > 0 {
+		return true
+	}
+	return inline && (c.r.Buffered() > 0 || c.sr.readable())
 }
 
 // read returns count pages from page: a slice of the source when it is a Slicer, else a copy in the
@@ -557,7 +682,7 @@ func (c *conn) serveRequest(req wire.Request, background bool) error {
 		}
 		off += n
 		c.setWriteDeadline()
-		err = c.writeRuns(req, page, int(n), data, off == req.Count)
+		err = c.writeRuns(req, page, int(n), data, off == req.Count, 0)
 		if err == nil {
 			err = c.flush()
 		}
@@ -570,11 +695,11 @@ func (c *conn) serveRequest(req wire.Request, background bool) error {
 }
 
 // writeRuns writes count pages from page as Pages frames split at zero/non-zero boundaries (only
-// when zero pages were negotiated); last marks the request's final frame.
+// when zero pages were negotiated), each with flags; last marks the request's final frame.
 //
 // A page is compared with the zero page only when its first 8 bytes are zero, so a typical data page
 // is read once (by the hash) and a zero page once (by the comparison), never both.
-func (c *conn) writeRuns(req wire.Request, page uint64, count int, data []byte, last bool) error {
+func (c *conn) writeRuns(req wire.Request, page uint64, count int, data []byte, last bool, flags uint8) error {
 	ps := c.s.pageSize
 	zeroOK := c.features&wire.FeatureZeroPages != 0
 	c.zero = c.zero[:0]
@@ -588,7 +713,7 @@ func (c *conn) writeRuns(req wire.Request, page uint64, count int, data []byte, 
 		for j < count && c.zero[j] == c.zero[i] {
 			j++
 		}
-		*p = wire.Pages{ReqID: req.ReqID, Region: req.Region, Page: page + uint64(i), Count: uint32(j - i)}
+		*p = wire.Pages{ReqID: req.ReqID, Region: req.Region, Page: page + uint64(i), Count: uint32(j - i), Flags: flags}
 		if last && j == count {
 			p.Flags |= wire.FlagLast
 		}

@@ -106,7 +106,7 @@ func rawClient(t testing.TB, nc net.Conn) *client {
 func newClient(t testing.TB, nc net.Conn, features uint64) *client {
 	t.Helper()
 	c := rawClient(t, nc)
-	c.send(&wire.Hello{VersionMin: 1, VersionMax: 1, Features: features, Channel: wire.ChannelBulk,
+	c.send(&wire.Hello{VersionMin: wire.Version, VersionMax: wire.Version, Features: features, Channel: wire.ChannelBulk,
 		Session: [16]byte{0xaa, 0xbb}, Client: "pageserver-test"})
 	m := c.read()
 	w, ok := m.(*wire.Welcome)

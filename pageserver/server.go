@@ -20,7 +20,8 @@ const (
 	defaultHandshakeTimeout = 5 * time.Second
 	defaultName             = "pagewarp-pageserver"
 
-	// serverFeatures are the feature bits this server implements.
+	// serverFeatures are the feature bits this server implements; it offers
+	// wire.FeaturePush too when Options.Prefetch names a predictor.
 	serverFeatures = wire.FeatureZeroPages | wire.FeaturePageHashes
 
 	// maxFramePages bounds the pages in one Pages frame, so that a demand reply waits behind at most
@@ -56,6 +57,9 @@ type Options struct {
 	// busy-polls for the next demand request before it parks; default
 	// 200µs, negative disables. See docs/benchmarks.md for why.
 	UrgentSpin time.Duration
+	// Prefetch makes the server push the pages a predictor expects next
+	// after each demand reply, to targets that negotiate wire.FeaturePush.
+	Prefetch Prefetch
 }
 
 // Stats are a Server's counters since New.
@@ -73,6 +77,19 @@ type Stats struct {
 	BytesSent uint64
 	// Errors counts Error messages sent to clients, by code (each closes its connection).
 	Errors [wire.NumCodes]uint64
+	// Pushes counts Push notices sent (demand replies followed by a push);
+	// PagesPushed the pages they announced.
+	Pushes      uint64
+	PagesPushed uint64
+	// PushReportedUsed and PushReportedUnused count pushed pages the targets
+	// reported touched and untouched (a sample: see faulthandler's
+	// Options.ProbeEvery).
+	PushReportedUsed   uint64
+	PushReportedUnused uint64
+	// PredictCalls counts predictor consultations (one per demand fault with
+	// pushing on); PredictTime is their total time, locks included.
+	PredictCalls uint64
+	PredictTime  time.Duration
 }
 
 type counters struct {
@@ -80,6 +97,8 @@ type counters struct {
 	active                                     atomic.Int64
 	requests                                   [2]atomic.Uint64
 	errors                                     [wire.NumCodes]atomic.Uint64
+	pushes, pushedPages, pushUsed, pushUnused  atomic.Uint64
+	predictCalls, predictNanos                 atomic.Uint64
 }
 
 // Server serves pages from a Source to targets, one connection per channel. See the package
@@ -108,6 +127,10 @@ type Server struct {
 
 	digestMu sync.Mutex
 	digests  map[uint32][16]byte // guarded by digestMu; only when cache
+
+	sessMu   sync.Mutex
+	sessions map[[wire.SessionLen]byte]*session // guarded by sessMu; only with Prefetch
+	features uint64                             // what this server offers
 
 	stats counters
 	hooks testHooks
@@ -150,6 +173,15 @@ func New(src Source, opts Options) *Server {
 		conns:     make(map[*conn]struct{}),
 		digests:   make(map[uint32][16]byte),
 		pages:     make(map[uint32]uint64),
+		sessions:  make(map[[wire.SessionLen]byte]*session),
+		features:  serverFeatures,
+	}
+	if err := s.opts.Prefetch.check(); err != nil {
+		s.err = err
+		return s
+	}
+	if s.opts.Prefetch.enabled() {
+		s.features |= wire.FeaturePush
 	}
 	s.slicer, _ = src.(Slicer)
 	if im, ok := src.(Immutable); ok {
@@ -294,6 +326,12 @@ func (s *Server) Stats() Stats {
 		PagesSent:           s.stats.pages.Load(),
 		ZeroPagesSent:       s.stats.zeroPages.Load(),
 		BytesSent:           s.stats.bytes.Load(),
+		Pushes:              s.stats.pushes.Load(),
+		PagesPushed:         s.stats.pushedPages.Load(),
+		PushReportedUsed:    s.stats.pushUsed.Load(),
+		PushReportedUnused:  s.stats.pushUnused.Load(),
+		PredictCalls:        s.stats.predictCalls.Load(),
+		PredictTime:         time.Duration(s.stats.predictNanos.Load()),
 	}
 	for i := range st.Requests {
 		st.Requests[i] = s.stats.requests[i].Load()

@@ -24,7 +24,7 @@ func TestServe(t *testing.T) {
 			c := newClient(t, dial(), wire.FeatureZeroPages|wire.FeaturePageHashes|1<<7)
 
 			w := c.welcome
-			if w.Version != 1 || w.Features != wire.FeatureZeroPages|wire.FeaturePageHashes || w.PageSize != testPageSize ||
+			if w.Version != wire.Version || w.Features != wire.FeatureZeroPages|wire.FeaturePageHashes || w.PageSize != testPageSize ||
 				w.Server != "test-server" || len(w.Regions) != 1 || w.Regions[0] != (wire.Region{ID: 0, Name: "mem", Pages: 300}) {
 				t.Fatalf("welcome %+v", w)
 			}
@@ -282,7 +282,9 @@ func TestBadFrames(t *testing.T) {
 		{"garbage msgpack", true, frame(byte(wire.TypeRequest), 0xc1, 0x00, 0xff), wire.CodeMalformed, 0},
 		{"garbage before hello", false, frame(byte(wire.TypeHello), 0x93, 0xa1, 'x'), wire.CodeMalformed, 0},
 		{"unknown type", true, frame(42, 0x90), wire.CodeUnknownType, 0},
-		{"wrong version", false, encode(hello(2, 3)), wire.CodeUnsupportedVersion, 0},
+		{"wrong version", false, encode(hello(3, 4)), wire.CodeUnsupportedVersion, 0},
+		{"push to server", true, encode(&wire.Push{ReqID: 3, Pages: []uint64{1}}), wire.CodeUnknownType, 0},
+		{"feedback without push", true, encode(&wire.Feedback{Used: []uint64{1}}), wire.CodeProtocol, 0},
 		{"out of range page", true, request(7, 0, 100, 1), wire.CodeOutOfRange, 7},
 		{"range past the end", true, request(8, 0, 90, 11), wire.CodeOutOfRange, 8},
 		{"page overflow", true, request(9, 0, math.MaxUint64, 2), wire.CodeOutOfRange, 9},

@@ -79,3 +79,18 @@ func (r *spinReader) Read(p []byte) (int, error) {
 	}
 	return n, rerr
 }
+
+// readable reports whether the connection has bytes to read now (false for
+// connections without a descriptor).
+func (r *spinReader) readable() bool {
+	if r.raw == nil {
+		return false
+	}
+	ready := false
+	r.raw.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		ready = err == nil && n > 0
+	})
+	return ready
+}

@@ -7,6 +7,8 @@ func (*none) Name() string                         { return "none" }
 func (*none) Observe(uint64)                       {}
 func (*none) Predict(dst []uint64, _ int) []uint64 { return dst }
 func (*none) Feedback(uint64, bool)                {}
+func (*none) Pushed(uint64)                        {}
+func (*none) Resident(uint64)                      {}
 func (*none) Reset()                               {}
 
 // nextN predicts the k pages after the latest fault, skipping touched ones.
@@ -41,6 +43,8 @@ func (p *nextN) Feedback(page uint64, used bool) {
 		p.touch(page)
 	}
 }
+
+func (p *nextN) Pushed(page uint64) { p.touch(page) }
 
 func (p *nextN) Reset() { p.hasLast = false }
 
@@ -83,6 +87,10 @@ func (p *recent) Feedback(page uint64, used bool) {
 		p.Observe(page)
 	}
 }
+
+// Pushed is an assumed touch: the pushed page joins the history, so the next
+// demand fault's delta is measured from the end of what was pushed.
+func (p *recent) Pushed(page uint64) { p.Observe(page) }
 
 func (p *recent) Reset() { p.hist.n = 0 }
 
@@ -226,6 +234,9 @@ func (p *workingSet) Feedback(page uint64, used bool) {
 		p.Observe(page)
 	}
 }
+
+// Pushed moves the position in the recorded order to page, as a touch would.
+func (p *workingSet) Pushed(page uint64) { p.Observe(page) }
 
 func (p *workingSet) Reset() { p.pos = -1 }
 

@@ -59,6 +59,7 @@ type ppm struct {
 	// Precision tracking: pend[m] has the pages model m predicted in the last Window touches
 	// that are not touched yet; ring holds them in order of prediction.
 	pend              [numModels]bitmap
+	assumed           bitmap // pushed pages whose predictions wait for Feedback (see Pushed)
 	ring              []pending
 	ringHead, ringLen int
 	hits, misses      [numModels]float64
@@ -73,6 +74,7 @@ func newPPM(c Config) *ppm {
 		heads:   make([]head, c.Streams),
 		last:    -1,
 		ring:    make([]pending, 4096),
+		assumed: newBitmap(c.Pages),
 	}
 	for m := range p.tables {
 		p.tables[m] = newCtxTable(c.MaxContexts)
@@ -107,20 +109,55 @@ func (p *ppm) Reset() {
 
 func (p *ppm) Observe(page uint64) { p.touchPage(page) }
 
-// Feedback(page, true) is a touch of a pushed page: it enters the sequence. Feedback(page, false)
-// counts the prediction of page as a miss at once.
+// Feedback(page, true) is a touch of a pushed page: it enters the sequence, unless Pushed already
+// put it there. Feedback(page, false) counts the prediction of page as a miss at once.
 func (p *ppm) Feedback(page uint64, used bool) {
+	if page >= p.pages {
+		return
+	}
+	if p.assumed.has(page) {
+		p.assumed.clear(page)
+		p.settle(page, used)
+		return
+	}
 	if used {
 		p.touchPage(page)
 		return
 	}
-	if page < p.pages {
-		for m := range p.pend {
-			if p.pend[m].has(page) {
-				p.pend[m].clear(page)
-				p.score(m, false)
-			}
+	p.settle(page, false)
+}
+
+// settle scores the pending predictions of page as hits or misses.
+func (p *ppm) settle(page uint64, hit bool) {
+	for m := range p.pend {
+		if p.pend[m].has(page) {
+			p.pend[m].clear(page)
+			p.score(m, hit)
 		}
+	}
+}
+
+// Pushed is an assumed touch: the page joins the sequence now, and its prediction stays pending,
+// unscored, until Feedback settles it or it expires.
+func (p *ppm) Pushed(page uint64) {
+	if !p.touch(page) {
+		return
+	}
+	p.assumed.set(page)
+	p.clock++
+	p.expire()
+	p.learn(page)
+}
+
+// Resident marks page present without a touch; a prediction of it still pending is dropped
+// unscored (it is neither right nor wrong: the page came another way).
+func (p *ppm) Resident(page uint64) {
+	if page >= p.pages || p.seen.has(page) {
+		return
+	}
+	p.seen.set(page)
+	for m := range p.pend {
+		p.pend[m].clear(page)
 	}
 }
 
@@ -128,12 +165,7 @@ func (p *ppm) touchPage(page uint64) {
 	if !p.touch(page) {
 		return
 	}
-	for m := range p.pend {
-		if p.pend[m].has(page) {
-			p.pend[m].clear(page)
-			p.score(m, true)
-		}
-	}
+	p.settle(page, true)
 	p.clock++
 	p.expire()
 	p.learn(page)
@@ -170,6 +202,14 @@ func (p *ppm) retire() {
 	e := p.ring[p.ringHead]
 	p.ringHead = (p.ringHead + 1) % len(p.ring)
 	p.ringLen--
+	if p.assumed.has(e.page) {
+		// Pushed and never settled: the target did not report on it. Unscored.
+		p.assumed.clear(e.page)
+		for m := range p.pend {
+			p.pend[m].clear(e.page)
+		}
+		return
+	}
 	for m := range p.pend {
 		if e.mask&(1<<m) != 0 && p.pend[m].has(e.page) {
 			p.pend[m].clear(e.page)

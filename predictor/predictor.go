@@ -23,6 +23,15 @@ type Predictor interface {
 	// (used=false) touched. Every predictor in this package treats Feedback(page, true) as a touch
 	// of page: it joins the touch sequence the models learn from (see docs/prefetch.md).
 	Feedback(page uint64, used bool)
+	// Pushed tells the predictor that page was sent to the target unasked, as one of its
+	// predictions. A pushed page that is used does not fault, so it joins the touch sequence the
+	// models learn from at once (an assumed touch, as Feedback(page, true) would make it). Its
+	// prediction is scored only when Feedback settles it (a target reports a sample of its pushed
+	// pages); one never settled expires unscored.
+	Pushed(page uint64)
+	// Resident tells the predictor that page reached the target another way (the background
+	// pull, pre-copy): it is never predicted again, and it is not a touch.
+	Resident(page uint64)
 	// Reset forgets the current sequence position (not learned statistics, and not which pages
 	// are resident).
 	Reset()
@@ -188,6 +197,13 @@ func (t *touched) touch(page uint64) bool {
 	}
 	t.seen.set(page)
 	return true
+}
+
+// Resident marks page as present on the target without touching it.
+func (t *touched) Resident(page uint64) {
+	if page < t.pages {
+		t.seen.set(page)
+	}
 }
 
 // free reports whether page is in range and not touched.

@@ -81,6 +81,10 @@ func (dec *decoder) decode(frame []byte, pageSize int) (Message, error) {
 		m, err = dec.digest()
 	case TypeBye:
 		m, err = dec.bye()
+	case TypePush:
+		m, err = dec.push()
+	case TypeFeedback:
+		m, err = dec.feedback()
 	default:
 		return nil, &Error{Code: CodeUnknownType, Message: fmt.Sprintf("unknown frame type %d", uint8(t))}
 	}
@@ -108,6 +112,8 @@ func reqIDOf(m Message) uint64 {
 	case *DigestRequest:
 		return m.ReqID
 	case *Digest:
+		return m.ReqID
+	case *Push:
 		return m.ReqID
 	}
 	return 0
@@ -137,7 +143,7 @@ func (dec *decoder) open(fields int) (extra int, err error) {
 	return n - fields, nil
 }
 
-// close skips extra trailing elements, which version 1 ignores.
+// close skips extra trailing elements, which the protocol ignores.
 func (dec *decoder) close(extra int, reqID uint64) error {
 	for range extra {
 		if err := dec.skip(0); err != nil {
@@ -229,6 +235,44 @@ func (dec *decoder) bin(field string, reqID uint64, limit int) ([]byte, error) {
 	return dec.take(n), nil
 }
 
+// arrayLen reads the header of an array field and checks its length against limit and against what is
+// left of the body (every element takes at least one byte), before anything is allocated.
+func (dec *decoder) arrayLen(field string, reqID uint64, limit int) (int, error) {
+	c, err := dec.d.PeekCode()
+	if err != nil {
+		return 0, dec.errf(reqID, "%s: truncated body", field)
+	}
+	if !msgpcode.IsFixedArray(c) && c != msgpcode.Array16 && c != msgpcode.Array32 {
+		return 0, dec.errf(reqID, "%s: want array, got code %#x", field, c)
+	}
+	n, err := dec.d.DecodeArrayLen()
+	if err != nil {
+		return 0, dec.errf(reqID, "%s: truncated array header", field)
+	}
+	if n > limit {
+		return 0, dec.errf(reqID, "%s: %d elements, limit %d", field, n, limit)
+	}
+	if n > dec.br.Len() {
+		return 0, dec.errf(reqID, "%s: %d elements, only %d bytes left", field, n, dec.br.Len())
+	}
+	return n, nil
+}
+
+// pageList reads an array of at most MaxPagesPerRequest page numbers (u64). An empty array is nil.
+func (dec *decoder) pageList(field string, reqID uint64) ([]uint64, error) {
+	n, err := dec.arrayLen(field, reqID, MaxPagesPerRequest)
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	pages := make([]uint64, n)
+	for i := range pages {
+		if pages[i], err = dec.uint(field, reqID, math.MaxUint64); err != nil {
+			return nil, err
+		}
+	}
+	return pages, nil
+}
+
 // fixed reads a bin field of exactly len(dst) bytes into dst.
 func (dec *decoder) fixed(field string, reqID uint64, dst []byte) error {
 	b, err := dec.bin(field, reqID, math.MaxInt32)
@@ -256,6 +300,7 @@ var (
 	errorFields   = []field{{"code", math.MaxUint16}, {"req_id", math.MaxUint64}}
 	dreqFields    = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}}
 	digestFields  = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}, {"algorithm", math.MaxUint8}}
+	pushFields    = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}}
 )
 
 // uints decodes consecutive unsigned fields into dst. When the first field is req_id, later errors
@@ -304,22 +349,9 @@ func (dec *decoder) welcome() (Message, error) {
 		return nil, err
 	}
 	m := &Welcome{Version: uint16(v[0]), Features: v[1], PageSize: uint32(v[2])}
-	c, err := dec.d.PeekCode()
+	n, err := dec.arrayLen("regions", 0, MaxRegions)
 	if err != nil {
-		return nil, dec.errf(0, "regions: truncated body")
-	}
-	if !msgpcode.IsFixedArray(c) && c != msgpcode.Array16 && c != msgpcode.Array32 {
-		return nil, dec.errf(0, "regions: want array, got code %#x", c)
-	}
-	n, err := dec.d.DecodeArrayLen()
-	if err != nil {
-		return nil, dec.errf(0, "regions: truncated array header")
-	}
-	if n > MaxRegions {
-		return nil, dec.errf(0, "regions: %d regions, limit %d", n, MaxRegions)
-	}
-	if n > dec.br.Len() { // every region takes at least one byte
-		return nil, dec.errf(0, "regions: %d regions, only %d bytes left", n, dec.br.Len())
+		return nil, err
 	}
 	if n > 0 {
 		m.Regions = make([]Region, n)
@@ -435,6 +467,41 @@ func (dec *decoder) bye() (Message, error) {
 	}
 	m := &Bye{}
 	if m.Reason, err = dec.str("reason", 0, MaxNameLen); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, 0)
+}
+
+func (dec *decoder) push() (Message, error) {
+	extra, err := dec.open(3)
+	if err != nil {
+		return nil, err
+	}
+	var v [2]uint64
+	if err := dec.uints(v[:], pushFields); err != nil {
+		return nil, err
+	}
+	m := &Push{ReqID: v[0], Region: uint32(v[1])}
+	if m.Pages, err = dec.pageList("pages", m.ReqID); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, m.ReqID)
+}
+
+func (dec *decoder) feedback() (Message, error) {
+	extra, err := dec.open(3)
+	if err != nil {
+		return nil, err
+	}
+	region, err := dec.uint("region", 0, math.MaxUint32)
+	if err != nil {
+		return nil, err
+	}
+	m := &Feedback{Region: uint32(region)}
+	if m.Used, err = dec.pageList("used", 0); err != nil {
+		return nil, err
+	}
+	if m.Unused, err = dec.pageList("unused", 0); err != nil {
 		return nil, err
 	}
 	return m, dec.close(extra, 0)

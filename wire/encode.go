@@ -134,6 +134,24 @@ func (enc *encoder) body(m Message) {
 	case *Bye:
 		e.EncodeArrayLen(1)
 		e.EncodeString(m.Reason)
+	case *Push:
+		e.EncodeArrayLen(3)
+		e.EncodeUint(m.ReqID)
+		e.EncodeUint(uint64(m.Region))
+		enc.uints(m.Pages)
+	case *Feedback:
+		e.EncodeArrayLen(3)
+		e.EncodeUint(uint64(m.Region))
+		enc.uints(m.Used)
+		enc.uints(m.Unused)
+	}
+}
+
+// uints encodes vs as a msgpack array of unsigned integers (an empty or nil slice is an empty array).
+func (enc *encoder) uints(vs []uint64) {
+	enc.e.EncodeArrayLen(len(vs))
+	for _, v := range vs {
+		enc.e.EncodeUint(v)
 	}
 }
 

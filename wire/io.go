@@ -212,3 +212,7 @@ func (w *Writer) Buffered() int { return len(w.enc.out.b) }
 
 // Written returns the number of bytes handed to the underlying writer so far.
 func (w *Writer) Written() uint64 { return w.n }
+
+// Buffered returns the number of bytes read from the stream and not yet consumed: a frame, or
+// part of one, is waiting.
+func (r *Reader) Buffered() int { return r.r.Buffered() }

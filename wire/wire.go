@@ -5,14 +5,16 @@ import (
 	"fmt"
 )
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the protocol version this package speaks. It is the only version: a server and a target
+// both offer exactly [Version, Version] and refuse anything else.
+const Version = 2
 
 // Frame and message limits from docs/protocol.md.
 const (
 	// MaxFrameSize is the largest value of a frame's length field (type byte plus body).
 	MaxFrameSize = 4<<20 + 64<<10
-	// MaxPagesPerRequest bounds Request.Count and Pages.Count.
+	// MaxPagesPerRequest bounds Request.Count, Pages.Count, the pages listed in a Push and each of the
+	// two lists of a Feedback.
 	MaxPagesPerRequest = 1024
 	// MaxRegions bounds the regions listed in a Welcome.
 	MaxRegions = 1024
@@ -32,8 +34,13 @@ const (
 
 // Feature bits, negotiated in Hello/Welcome as the intersection of both sides' bits.
 const (
-	FeatureZeroPages  uint64 = 1 << 0
+	// FeatureZeroPages: the server may send zero runs (FlagZero).
+	FeatureZeroPages uint64 = 1 << 0
+	// FeaturePageHashes is reserved: always set (hashes are mandatory).
 	FeaturePageHashes uint64 = 1 << 1
+	// FeaturePush: the target accepts pushed pages (Push notices and Pages frames with FlagPushed) on
+	// its urgent connection and may send Feedback. A server pushes only when this bit was negotiated.
+	FeaturePush uint64 = 1 << 2
 )
 
 // Channels, carried in Hello.Channel.
@@ -50,10 +57,14 @@ const (
 
 // Pages flags.
 const (
+	// FlagZero: every page of the run is all zero bytes; Hashes and Data are empty.
 	FlagZero uint8 = 1 << 0
+	// FlagLast: the final frame of its request (or, with FlagPushed, of its push).
 	FlagLast uint8 = 1 << 1
+	// FlagPushed: the frame is part of a push; its ReqID is that of the Push notice it belongs to.
+	FlagPushed uint8 = 1 << 2
 
-	knownFlags = FlagZero | FlagLast
+	knownFlags = FlagZero | FlagLast | FlagPushed
 )
 
 // DigestXXH3Over64 is Digest.Algorithm 1: the xxh3-128 of the concatenation, in page order, of every
@@ -73,6 +84,8 @@ const (
 	TypeDigestRequest Type = 6
 	TypeDigest        Type = 7
 	TypeBye           Type = 8
+	TypePush          Type = 9
+	TypeFeedback      Type = 10
 )
 
 var typeNames = [...]string{
@@ -84,6 +97,8 @@ var typeNames = [...]string{
 	TypeDigestRequest: "digest_request",
 	TypeDigest:        "digest",
 	TypeBye:           "bye",
+	TypePush:          "push",
+	TypeFeedback:      "feedback",
 }
 
 func (t Type) String() string {
@@ -109,7 +124,7 @@ const (
 	CodeShutdown           ErrorCode = 9
 	CodeInternal           ErrorCode = 10
 
-	// NumCodes is one more than the highest code defined by version 1, so that an array indexed by
+	// NumCodes is one more than the highest code defined by version 2, so that an array indexed by
 	// ErrorCode can count them.
 	NumCodes = 11
 )
@@ -136,7 +151,7 @@ func (c ErrorCode) String() string {
 }
 
 // Message is one of the protocol's messages: *Hello, *Welcome, *Request, *Pages, *Error,
-// *DigestRequest, *Digest or *Bye. The set is closed.
+// *DigestRequest, *Digest, *Bye, *Push or *Feedback. The set is closed.
 type Message interface {
 	// Type returns the message's frame type.
 	Type() Type
@@ -178,7 +193,7 @@ type Request struct {
 	Priority uint8
 }
 
-// Pages carries one run of pages answering a Request.
+// Pages carries one run of pages answering a Request or, with FlagPushed, one run of a Push.
 //
 // Hashes holds Count little-endian xxh3-64 hashes (HashLen bytes each) and Data holds Count pages, both
 // empty when Flags has FlagZero. In a message returned by Reader.ReadMessage both alias the reader's
@@ -201,8 +216,11 @@ func (p *Pages) Hash(i int) uint64 {
 // Zero reports whether the run is all zero pages.
 func (p *Pages) Zero() bool { return p.Flags&FlagZero != 0 }
 
-// Last reports whether this is the final frame of its request.
+// Last reports whether this is the final frame of its request, or of its push when Pushed.
 func (p *Pages) Last() bool { return p.Flags&FlagLast != 0 }
+
+// Pushed reports whether the run is part of a push: ReqID is then the req_id of its Push notice.
+func (p *Pages) Pushed() bool { return p.Flags&FlagPushed != 0 }
 
 // Error is the Error message. It also implements error, so that decoding and validation failures
 // carry the code to send back: a caller gets it with errors.As(err, &werr).
@@ -238,6 +256,26 @@ type Bye struct {
 	Reason string
 }
 
+// Push announces, server to target on the urgent connection, pages the server will send unrequested
+// right after the final frame of a demand reply. ReqID is that demand request's req_id; the pages follow
+// as Pages frames with FlagPushed and the same ReqID, in ascending page order, covering exactly Pages,
+// the final one with FlagLast. Pages lists 1 to MaxPagesPerRequest page numbers, strictly ascending.
+// Sent only when FeaturePush was negotiated.
+type Push struct {
+	ReqID  uint64
+	Region uint32
+	Pages  []uint64
+}
+
+// Feedback tells the server, target to server, which pushed pages of a region the target observed
+// touched (Used) and which expired untouched (Unused). Each list holds at most MaxPagesPerRequest
+// pages, in any order, and not both are empty. Sent only when FeaturePush was negotiated.
+type Feedback struct {
+	Region uint32
+	Used   []uint64
+	Unused []uint64
+}
+
 func (*Hello) Type() Type         { return TypeHello }
 func (*Welcome) Type() Type       { return TypeWelcome }
 func (*Request) Type() Type       { return TypeRequest }
@@ -246,6 +284,8 @@ func (*Error) Type() Type         { return TypeError }
 func (*DigestRequest) Type() Type { return TypeDigestRequest }
 func (*Digest) Type() Type        { return TypeDigest }
 func (*Bye) Type() Type           { return TypeBye }
+func (*Push) Type() Type          { return TypePush }
+func (*Feedback) Type() Type      { return TypeFeedback }
 
 // ValidPageSize reports whether n is a page size the protocol allows: a power of two in
 // [MinPageSize, MaxPageSize].
@@ -355,4 +395,32 @@ func (m *Digest) check(int) error {
 
 func (m *Bye) check(int) error {
 	return checkName("bye: reason", m.Reason, MaxNameLen)
+}
+
+func (m *Push) check(int) error {
+	if m.ReqID == 0 {
+		return malformed("push: req_id 0 is reserved")
+	}
+	if len(m.Pages) == 0 || len(m.Pages) > MaxPagesPerRequest {
+		return malformed("push: %d pages not in [1, %d]", len(m.Pages), MaxPagesPerRequest)
+	}
+	for i := 1; i < len(m.Pages); i++ {
+		if m.Pages[i] <= m.Pages[i-1] {
+			return malformed("push: pages not strictly ascending: page %d after %d at index %d", m.Pages[i], m.Pages[i-1], i)
+		}
+	}
+	return nil
+}
+
+func (m *Feedback) check(int) error {
+	if len(m.Used) > MaxPagesPerRequest {
+		return malformed("feedback: %d used pages, limit %d", len(m.Used), MaxPagesPerRequest)
+	}
+	if len(m.Unused) > MaxPagesPerRequest {
+		return malformed("feedback: %d unused pages, limit %d", len(m.Unused), MaxPagesPerRequest)
+	}
+	if len(m.Used) == 0 && len(m.Unused) == 0 {
+		return malformed("feedback: used and unused are both empty")
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -31,25 +32,43 @@ func testPages(count, pageSize int, flags uint8) *Pages {
 // samples returns a valid message of every type, some with fields at their limits.
 func samples() []Message {
 	return []Message{
-		&Hello{VersionMin: 1, VersionMax: 1, Features: FeatureZeroPages | FeaturePageHashes, Channel: ChannelBulk,
+		&Hello{VersionMin: Version, VersionMax: Version, Features: FeatureZeroPages | FeaturePageHashes | FeaturePush, Channel: ChannelBulk,
 			Session: [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, Client: "pagewarp-test/1"},
 		&Hello{VersionMin: 0, VersionMax: math.MaxUint16, Features: math.MaxUint64, Client: strings.Repeat("c", MaxNameLen)},
-		&Welcome{Version: 1, Features: FeaturePageHashes, PageSize: 4096,
+		&Welcome{Version: Version, Features: FeaturePageHashes | FeaturePush, PageSize: 4096,
 			Regions: []Region{{ID: 0, Name: "mem", Pages: 1 << 20}, {ID: math.MaxUint32, Name: "", Pages: math.MaxUint64}}, Server: "srv"},
-		&Welcome{Version: 1, PageSize: MaxPageSize},
+		&Welcome{Version: Version, PageSize: MaxPageSize},
 		&Request{ReqID: 1, Region: 0, Page: 0, Count: 1, Priority: PriorityDemand},
 		&Request{ReqID: math.MaxUint64, Region: math.MaxUint32, Page: math.MaxUint64, Count: MaxPagesPerRequest, Priority: PriorityBackground},
 		testPages(1, 4096, 0),
 		testPages(64, 4096, FlagLast),
 		testPages(1, MaxPageSize, 0),
 		testPages(MaxPagesPerRequest, 4096, FlagZero|FlagLast),
+		testPages(1, 4096, FlagPushed),
+		testPages(3, 4096, FlagPushed|FlagLast),
+		testPages(64, 4096, FlagPushed|FlagZero|FlagLast),
 		&Error{Code: CodeOutOfRange, ReqID: 9, Message: strings.Repeat("e", MaxErrorMessageLen)},
 		&Error{Code: CodeShutdown},
 		&DigestRequest{ReqID: 5, Region: 2},
 		&Digest{ReqID: 5, Region: 2, Algorithm: DigestXXH3Over64, Sum: [16]byte{0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xee}},
 		&Bye{Reason: "done"},
 		&Bye{},
+		&Push{ReqID: 7, Region: 3, Pages: []uint64{1, 2, 3, 100, 1 << 40}},
+		&Push{ReqID: math.MaxUint64, Region: math.MaxUint32, Pages: []uint64{math.MaxUint64}},
+		&Push{ReqID: 1, Pages: ascending(0, MaxPagesPerRequest)},
+		&Feedback{Region: 3, Used: []uint64{9, 2, 2, math.MaxUint64}, Unused: []uint64{0}},
+		&Feedback{Region: math.MaxUint32, Used: ascending(1<<40, MaxPagesPerRequest)},
+		&Feedback{Unused: ascending(0, MaxPagesPerRequest)},
 	}
+}
+
+// ascending returns n consecutive page numbers from first.
+func ascending(first uint64, n int) []uint64 {
+	pages := make([]uint64, n)
+	for i := range pages {
+		pages[i] = first + uint64(i)
+	}
+	return pages
 }
 
 func frameOf(t testing.TB, m Message) []byte {
@@ -109,6 +128,18 @@ func TestEncodeRejectsInvalid(t *testing.T) {
 		&Welcome{PageSize: 8 << 20},
 		&Bye{Reason: strings.Repeat("x", 257)},
 		&Pages{ReqID: 1, Count: 2, Hashes: make([]byte, 16), Data: make([]byte, 2*4<<20)},
+		&Pages{ReqID: 1, Count: 1, Flags: FlagZero | 1<<3},
+		&Push{ReqID: 0, Pages: []uint64{1}},
+		&Push{ReqID: 1},
+		&Push{ReqID: 1, Pages: []uint64{}},
+		&Push{ReqID: 1, Pages: []uint64{1, 1}},
+		&Push{ReqID: 1, Pages: []uint64{2, 1}},
+		&Push{ReqID: 1, Pages: []uint64{1, 5, 3}},
+		&Push{ReqID: 1, Pages: ascending(0, MaxPagesPerRequest+1)},
+		&Feedback{},
+		&Feedback{Used: []uint64{}, Unused: []uint64{}},
+		&Feedback{Used: ascending(0, MaxPagesPerRequest+1)},
+		&Feedback{Unused: ascending(0, MaxPagesPerRequest+1)},
 	} {
 		if b, err := AppendFrame([]byte("keep"), m); err == nil || string(b) != "keep" {
 			t.Errorf("AppendFrame(%+v) = %q, %v; want an error and dst unchanged", m, b, err)
@@ -143,8 +174,21 @@ func (m *mp) nilv() *mp            { m.e.EncodeNil(); return m }
 func hello() *mp                   { return body(TypeHello).arr(6).u(1).u(1).u(0).u(0).bin(make([]byte, 16)) }
 func request(count uint64) *mp     { return body(TypeRequest).arr(5).u(4).u(0).u(0).u(count) }
 func pagesHdr(count uint64) *mp    { return body(TypePages).arr(7).u(4).u(0).u(0).u(count) }
+func push(reqID uint64) *mp        { return body(TypePush).arr(3).u(reqID).u(0) }
+func feedback() *mp                { return body(TypeFeedback).arr(3).u(0) }
 func zeros(n int) []byte           { return make([]byte, n) }
 func (m *mp) then(f func(*mp)) *mp { f(m); return m }
+
+// us appends an array of unsigned integers; run appends n consecutive ones from first.
+func (m *mp) us(vs ...uint64) *mp {
+	m.arr(len(vs))
+	for _, v := range vs {
+		m.u(v)
+	}
+	return m
+}
+
+func (m *mp) run(first uint64, n int) *mp { return m.us(ascending(first, n)...) }
 
 func TestDecodeErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -155,7 +199,7 @@ func TestDecodeErrors(t *testing.T) {
 	}{
 		{"empty", nil, CodeMalformed, 0},
 		{"unknown type 0", []byte{0, 0x90}, CodeUnknownType, 0},
-		{"unknown type 9", body(9).arr(0).bytes(), CodeUnknownType, 0},
+		{"unknown type 11", body(11).arr(0).bytes(), CodeUnknownType, 0},
 		{"unknown type 255", []byte{255}, CodeUnknownType, 0},
 		{"no body", []byte{byte(TypeBye)}, CodeMalformed, 0},
 		{"body not an array", body(TypeBye).str("x").bytes(), CodeMalformed, 0},
@@ -207,7 +251,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"region not array", body(TypeWelcome).arr(5).u(1).u(0).u(4096).arr(1).u(0).str("").bytes(), CodeMalformed, 0},
 		{"pages count 0", pagesHdr(0).u(uint64(FlagZero)).bin(nil).bin(nil).bytes(), CodeMalformed, 4},
 		{"pages count 1025", pagesHdr(1025).u(uint64(FlagZero)).bin(nil).bin(nil).bytes(), CodeMalformed, 4},
-		{"pages unknown flags", pagesHdr(1).u(4).bin(zeros(8)).bin(zeros(4096)).bytes(), CodeMalformed, 4},
+		{"pages unknown flags", pagesHdr(1).u(8).bin(zeros(8)).bin(zeros(4096)).bytes(), CodeMalformed, 4},
+		{"pages unknown flags with pushed", pagesHdr(1).u(uint64(FlagPushed | 1<<7)).bin(zeros(8)).bin(zeros(4096)).bytes(), CodeMalformed, 4},
 		{"pages hashes short", pagesHdr(2).u(0).bin(zeros(8)).bin(zeros(8192)).bytes(), CodeMalformed, 4},
 		{"pages data length mismatch", pagesHdr(1).u(0).bin(zeros(8)).bin(zeros(100)).bytes(), CodeMalformed, 4},
 		{"pages data not a page multiple", pagesHdr(2).u(0).bin(zeros(16)).bin(zeros(8192 + 2)).bytes(), CodeMalformed, 4},
@@ -217,6 +262,48 @@ func TestDecodeErrors(t *testing.T) {
 		{"digest sum 15 bytes", body(TypeDigest).arr(4).u(1).u(0).u(1).bin(zeros(15)).bytes(), CodeMalformed, 1},
 		{"error message too long", body(TypeError).arr(3).u(1).u(0).str(strings.Repeat("m", 1025)).bytes(), CodeMalformed, 0},
 		{"bye reason too long", body(TypeBye).arr(1).str(strings.Repeat("r", 257)).bytes(), CodeMalformed, 0},
+		{"push too few fields", body(TypePush).arr(2).u(1).u(0).bytes(), CodeMalformed, 0},
+		{"push req_id 0", push(0).us(1).bytes(), CodeMalformed, 0},
+		{"push empty pages", push(4).us().bytes(), CodeMalformed, 4},
+		{"push duplicate page", push(4).us(1, 2, 2, 3).bytes(), CodeMalformed, 4},
+		{"push pages descending", push(4).us(5, 4).bytes(), CodeMalformed, 4},
+		{"push pages not ascending at the end", push(4).us(1, 2, 3, 0).bytes(), CodeMalformed, 4},
+		{"push 1025 pages", push(4).run(0, MaxPagesPerRequest+1).bytes(), CodeMalformed, 4},
+		{"push array32 header beyond limit, no bytes", push(4).raw(0xdd, 0xff, 0xff, 0xff, 0xff).bytes(), CodeMalformed, 4},
+		{"push array16 header 1025, no bytes", push(4).raw(0xdc, 0x04, 0x01).bytes(), CodeMalformed, 4},
+		{"push array16 count beyond frame", push(4).raw(0xdc, 0x03, 0xff).u(1).bytes(), CodeMalformed, 4},
+		{"push truncated array header", push(4).raw(0xdd, 0, 0).bytes(), CodeMalformed, 4},
+		{"push truncated pages", push(4).raw(0x93).u(1).u(2).bytes(), CodeMalformed, 4},
+		{"push pages missing", push(4).bytes(), CodeMalformed, 4},
+		{"push pages not an array", push(4).u(1).bytes(), CodeMalformed, 4},
+		{"push pages as map", push(4).raw(0x81, 0x01, 0x02).bytes(), CodeMalformed, 4},
+		{"push pages as bin", push(4).bin(zeros(8)).bytes(), CodeMalformed, 4},
+		{"push page as str", push(4).arr(2).u(1).str("2").bytes(), CodeMalformed, 4},
+		{"push page as nil", push(4).arr(1).nilv().bytes(), CodeMalformed, 4},
+		{"push page as float", push(4).arr(1).f64(1).bytes(), CodeMalformed, 4},
+		{"push page as array", push(4).arr(1).arr(1).u(1).bytes(), CodeMalformed, 4},
+		{"push page negative fixint", push(4).arr(2).u(1).raw(0xff).bytes(), CodeMalformed, 4},
+		{"push page negative int64", push(4).arr(1).i64(-1).bytes(), CodeMalformed, 4},
+		{"push region overflows u32", body(TypePush).arr(3).u(4).u(1 << 32).us(1).bytes(), CodeMalformed, 4},
+		{"push req_id negative", body(TypePush).arr(3).i64(-4).u(0).us(1).bytes(), CodeMalformed, 0},
+		{"push bytes after the array", push(4).us(1).raw(0).bytes(), CodeMalformed, 4},
+		{"feedback too few fields", body(TypeFeedback).arr(2).u(0).us(1).bytes(), CodeMalformed, 0},
+		{"feedback both empty", feedback().us().us().bytes(), CodeMalformed, 0},
+		{"feedback both empty, with extra", body(TypeFeedback).arr(4).u(0).us().us().us(1).bytes(), CodeMalformed, 0},
+		{"feedback 1025 used", feedback().run(0, MaxPagesPerRequest+1).us().bytes(), CodeMalformed, 0},
+		{"feedback 1025 unused", feedback().us(1).run(0, MaxPagesPerRequest+1).bytes(), CodeMalformed, 0},
+		{"feedback used array32 header beyond limit, no bytes", feedback().raw(0xdd, 0xff, 0xff, 0xff, 0xff).bytes(), CodeMalformed, 0},
+		{"feedback unused array32 header beyond limit, no bytes", feedback().us().raw(0xdd, 0x7f, 0xff, 0xff, 0xff).bytes(), CodeMalformed, 0},
+		{"feedback unused count beyond frame", feedback().us(1).raw(0xdc, 0x02, 0x00).u(3).bytes(), CodeMalformed, 0},
+		{"feedback unused missing", feedback().us(1).bytes(), CodeMalformed, 0},
+		{"feedback used not an array", feedback().u(1).us(1).bytes(), CodeMalformed, 0},
+		{"feedback used as nil", feedback().nilv().us(1).bytes(), CodeMalformed, 0},
+		{"feedback used entry as str", feedback().arr(1).str("1").us().bytes(), CodeMalformed, 0},
+		{"feedback unused entry as bool", feedback().us().arr(1).raw(0xc3).bytes(), CodeMalformed, 0},
+		{"feedback used entry negative int8", feedback().arr(1).i8(-3).us().bytes(), CodeMalformed, 0},
+		{"feedback unused entry negative int64", feedback().us(1).arr(1).i64(math.MinInt64).bytes(), CodeMalformed, 0},
+		{"feedback region overflows u32", body(TypeFeedback).arr(3).u(1 << 32).us(1).us().bytes(), CodeMalformed, 0},
+		{"feedback region negative", body(TypeFeedback).arr(3).i8(-1).us(1).us().bytes(), CodeMalformed, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			frame := tc.frame
@@ -246,6 +333,17 @@ func TestDecodeAccepts(t *testing.T) {
 			&Request{ReqID: 9, Region: 1, Page: 5, Count: 1, Priority: 1}},
 		{"extra elements ignored", body(TypeBye).arr(3).str("r").arr(2).u(1).raw(0x81, 0xa1, 'k', 0xc3).f64(1.5).bytes(), &Bye{Reason: "r"}},
 		{"nested extra within depth", body(TypeBye).arr(2).str("r").raw(bytes.Repeat([]byte{0x91}, 16)...).raw(0).bytes(), &Bye{Reason: "r"}},
+		{"push wide ints", body(TypePush).arr(3).raw(0xd3, 0, 0, 0, 0, 0, 0, 0, 9).raw(0xcd, 0, 3).
+			arr(3).raw(0xd0, 1).raw(0xcf, 0, 0, 0, 0, 0, 0, 0, 2).raw(0xd2, 0, 0, 1, 0).bytes(),
+			&Push{ReqID: 9, Region: 3, Pages: []uint64{1, 2, 256}}},
+		{"push array32 header", push(4).raw(0xdd, 0, 0, 0, 2).u(7).u(8).bytes(), &Push{ReqID: 4, Pages: []uint64{7, 8}}},
+		{"push with extra element", body(TypePush).arr(4).u(4).u(1).us(3).str("x").bytes(), &Push{ReqID: 4, Region: 1, Pages: []uint64{3}}},
+		{"feedback used only", feedback().us(5, 5, 1).us().bytes(), &Feedback{Used: []uint64{5, 5, 1}}},
+		{"feedback unused only", feedback().us().raw(0xdc, 0, 1).raw(0xd3, 0, 0, 0, 0, 0, 0, 0, 6).bytes(), &Feedback{Unused: []uint64{6}}},
+		{"feedback with extra element", body(TypeFeedback).arr(4).u(2).us(1).us(2).nilv().bytes(),
+			&Feedback{Region: 2, Used: []uint64{1}, Unused: []uint64{2}}},
+		{"pages pushed", pagesHdr(1).u(uint64(FlagPushed | FlagLast | FlagZero)).bin(nil).bin(nil).bytes(),
+			&Pages{ReqID: 4, Count: 1, Flags: FlagPushed | FlagLast | FlagZero}},
 		{"region with extra field", body(TypeWelcome).arr(5).u(1).u(3).u(4096).arr(1).arr(4).u(2).str("m").u(10).str("x").str("s").bytes(),
 			&Welcome{Version: 1, Features: 3, PageSize: 4096, Regions: []Region{{ID: 2, Name: "m", Pages: 10}}, Server: "s"}},
 	} {
@@ -272,6 +370,89 @@ func TestErrorCodeNames(t *testing.T) {
 	e := &Error{Code: CodeOutOfRange, ReqID: 3, Message: "page 9"}
 	if got := e.Error(); got != "out_of_range (req 3): page 9" {
 		t.Errorf("Error() = %q", got)
+	}
+}
+
+// TestVersion2 pins the numbers docs/protocol.md gives version 2.
+func TestVersion2(t *testing.T) {
+	if Version != 2 {
+		t.Errorf("Version = %d, want 2", Version)
+	}
+	if FeatureZeroPages != 1 || FeaturePageHashes != 2 || FeaturePush != 4 {
+		t.Errorf("feature bits %d %d %d", FeatureZeroPages, FeaturePageHashes, FeaturePush)
+	}
+	if FlagZero != 1 || FlagLast != 2 || FlagPushed != 4 || knownFlags != 7 {
+		t.Errorf("flags %d %d %d, known %#x", FlagZero, FlagLast, FlagPushed, knownFlags)
+	}
+	want := []string{"type(0)", "hello", "welcome", "request", "pages", "error", "digest_request", "digest", "bye",
+		"push", "feedback", "type(11)"}
+	for i, w := range want {
+		if got := Type(i).String(); got != w {
+			t.Errorf("Type(%d) = %q, want %q", i, got, w)
+		}
+	}
+	if (&Push{}).Type() != 9 || (&Feedback{}).Type() != 10 {
+		t.Errorf("Push is type %d, Feedback %d", (&Push{}).Type(), (&Feedback{}).Type())
+	}
+}
+
+func TestPagesFlags(t *testing.T) {
+	for _, tc := range []struct {
+		flags              uint8
+		zero, last, pushed bool
+	}{
+		{0, false, false, false},
+		{FlagZero, true, false, false},
+		{FlagLast, false, true, false},
+		{FlagPushed, false, false, true},
+		{FlagPushed | FlagLast, false, true, true},
+		{FlagZero | FlagLast | FlagPushed, true, true, true},
+	} {
+		p := &Pages{Flags: tc.flags}
+		if p.Zero() != tc.zero || p.Last() != tc.last || p.Pushed() != tc.pushed {
+			t.Errorf("flags %#x: Zero %v Last %v Pushed %v", tc.flags, p.Zero(), p.Last(), p.Pushed())
+		}
+	}
+}
+
+// TestPageListsCheckedBeforeAllocation decodes Push and Feedback frames whose array headers claim up to
+// 4 Gi entries: the claim is refused before anything is allocated for it, and a list at the limit
+// allocates its 8 KiB once.
+func TestPageListsCheckedBeforeAllocation(t *testing.T) {
+	bytesPerDecode := func(frame []byte) uint64 {
+		const runs = 200
+		Decode(frame) // warm the decoder pool
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for range runs {
+			Decode(frame)
+		}
+		runtime.ReadMemStats(&after)
+		return (after.TotalAlloc - before.TotalAlloc) / runs
+	}
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"push array32 4Gi", push(4).raw(0xdd, 0xff, 0xff, 0xff, 0xff).bytes()},
+		{"push array32 1025 with bytes", push(4).raw(0xdd, 0, 0, 0x04, 0x01).raw(zeros(1025)...).bytes()},
+		{"push array16 1024 without bytes", push(4).raw(0xdc, 0x04, 0x00).u(1).bytes()},
+		{"feedback used array32 4Gi", feedback().raw(0xdd, 0xff, 0xff, 0xff, 0xff).bytes()},
+		{"feedback unused array32 2Gi", feedback().us().raw(0xdd, 0x80, 0, 0, 0).bytes()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Decode(tc.frame); err == nil {
+				t.Fatal("accepted")
+			}
+			if n := bytesPerDecode(tc.frame); n > 1024 {
+				t.Fatalf("%d bytes allocated per Decode", n)
+			}
+		})
+	}
+	// Control: a valid list of 1024 pages does allocate its 8 KiB, so the measurement would see one.
+	if n := bytesPerDecode(frameOf(t, &Push{ReqID: 1, Pages: ascending(0, MaxPagesPerRequest)})[4:]); n < 8<<10 {
+		t.Fatalf("valid push of 1024 pages: %d bytes per Decode", n)
 	}
 }
 

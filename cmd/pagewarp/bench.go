@@ -6,11 +6,13 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pagewarp/pagewarp/bench"
+	"github.com/pagewarp/pagewarp/predictor"
 )
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -19,7 +21,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Short: "Run a benchmark suite and print its figures",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newBenchFaultsCmd(g))
+	cmd.AddCommand(newBenchFaultsCmd(g), newBenchPrefetchCmd(g))
 	return cmd
 }
 
@@ -102,4 +104,100 @@ func printFaultsTable(w io.Writer, r *bench.FaultsResult) {
 		fmt.Fprintf(w, "  in-process p50 / baseline p50 = %.2f\n", r.InprocessOverBase)
 	}
 	fmt.Fprintf(w, "background pull over loopback: %s in %.3fs = %.2f GB/s\n", bench.FormatSize(r.PullBytes), r.PullSeconds, r.PullGbps)
+}
+
+func newBenchPrefetchCmd(g *globals) *cobra.Command {
+	var (
+		workloads, predictors []string
+		size                  string
+		threads, budget       int
+		probeEvery            int
+		seed                  uint64
+		adaptive, pull        bool
+		asJSON                bool
+	)
+	cmd := &cobra.Command{
+		Use:   "prefetch [--json]",
+		Short: "Demand faults, pushes and post-copy time per workload and predictor",
+		Long: `prefetch migrates a demo region over loopback once per workload and predictor while
+the workload runs on it with several threads, and reports demand faults (requests to
+the source), pages pushed, pushed pages used, precision and the post-copy time. The
+page server is this binary re-run as 'pagewarp serve --demo' with --predictor. Every
+predictor gets the same push budget; by default the window is fixed at the budget and
+there is no background pull, so the predictors alone make the difference. Each run's
+workload checksum is compared with the same workload over the source's memory.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sz, err := bench.ParseSize(size)
+			if err != nil {
+				return fmt.Errorf("--size: %w", err)
+			}
+			if threads < 1 || budget < 1 || budget > 1024 {
+				return fmt.Errorf("--threads %d / --budget %d: want at least 1 / 1..1024", threads, budget)
+			}
+			argv, err := exeArgv("serve", "--listen", "127.0.0.1:0", "--demo", strconv.FormatInt(sz, 10),
+				"--demo-seed", strconv.FormatUint(seed, 10), "--demo-zero", "0")
+			if err != nil {
+				return err
+			}
+			var log io.Writer = g.stderr
+			if !asJSON {
+				log = g.stdout
+			}
+			rep, err := bench.Prefetch(cmd.Context(), bench.PrefetchConfig{
+				Workloads: workloads, Predictors: predictors, Size: sz, Threads: threads, Seed: seed,
+				Budget: budget, Adaptive: adaptive, ProbeEvery: probeEvery, Pull: pull, ServerArgv: argv, Log: log,
+			})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			printPrefetchTable(g.stdout, rep)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&workloads, "workloads", nil, "workloads to run (default: all of "+strings.Join(bench.WorkloadNames(), ", ")+")")
+	f.StringSliceVar(&predictors, "predictors", nil, "predictors to compare (default: all of "+strings.Join(predictor.Names(), ", ")+")")
+	f.StringVar(&size, "size", "64MiB", "region size")
+	f.IntVar(&threads, "threads", 4, "threads running each workload")
+	f.IntVar(&budget, "budget", 16, "most pages pushed after one demand fault, for every predictor")
+	f.IntVar(&probeEvery, "probe-every", 1, "target probe sampling: 1 counts every pushed page's use exactly; N holds back one in N")
+	f.Uint64Var(&seed, "seed", 1, "content, layout and run seed (the warm-up run uses run seed+1)")
+	f.BoolVar(&adaptive, "adaptive", false, "let the server adapt its push window (default: the full budget after every fault)")
+	f.BoolVar(&pull, "pull", false, "run the background pull too")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object {\"results\": [...], \"setup\": {...}}")
+	return cmd
+}
+
+func printPrefetchTable(w io.Writer, rep *bench.PrefetchReport) {
+	s := rep.Setup
+	fmt.Fprintf(w, "\nprefetch: %d pages of %d bytes, %d threads, budget %d pages per fault (%s), probe every %d, pull %v\n",
+		s.Pages, s.PageSize, s.Threads, s.Budget, s.Window, s.ProbeEvery, s.Pull)
+	none := map[string]uint64{}
+	noneSec := map[string]float64{}
+	for _, r := range rep.Results {
+		if r.Predictor == "none" {
+			none[r.Workload], noneSec[r.Workload] = r.DemandFaults, r.PostcopySeconds
+		}
+	}
+	fmt.Fprintf(w, "%-13s %-10s %9s %8s %8s %8s %9s %8s %8s %s\n",
+		"workload", "predictor", "demand", "pushed", "used", "precis.", "postcopy", "faults", "time", "ok")
+	fmt.Fprintf(w, "%-13s %-10s %9s %8s %8s %8s %9s %8s %8s\n", "", "", "faults", "", "", "", "seconds", "/none", "/none")
+	for _, r := range rep.Results {
+		fr, tr := "-", "-"
+		if n := none[r.Workload]; n > 0 {
+			fr = fmt.Sprintf("%.3f", float64(r.DemandFaults)/float64(n))
+		}
+		if n := noneSec[r.Workload]; n > 0 {
+			tr = fmt.Sprintf("%.3f", r.PostcopySeconds/n)
+		}
+		fmt.Fprintf(w, "%-13s %-10s %9d %8d %8d %8.3f %9.3f %8s %8s %v\n",
+			r.Workload, r.Predictor, r.DemandFaults, r.Pushed, r.PushedUsed, r.Precision, r.PostcopySeconds, fr, tr, r.ResultOK)
+	}
+	fmt.Fprintf(w, "warming: %s\n", s.Warming)
 }

@@ -33,6 +33,11 @@ type receiveSummary struct {
 	DemandPages     uint64  `json:"demand_pages"`
 	BackgroundPages uint64  `json:"background_pages"`
 	ZeroPages       uint64  `json:"zero_pages"`
+	PushNotices     uint64  `json:"push_notices"`
+	PushedPages     uint64  `json:"pushed_pages"`
+	ProbesStaged    uint64  `json:"probes"`
+	ProbesUsed      uint64  `json:"probes_used"`
+	ProbesUnused    uint64  `json:"probes_unused"`
 	BytesReceived   uint64  `json:"bytes_received"`
 	ServiceP50us    float64 `json:"demand_service_p50_us"`
 	ServiceP99us    float64 `json:"demand_service_p99_us"`
@@ -54,6 +59,8 @@ type receiveOpts struct {
 	touchSeed    uint64
 	workload     string // bench workload the touch threads run ("" = random order)
 	noPull       bool
+	noPush       bool
+	probeEvery   int
 	spin         time.Duration
 	pullChunk    int
 	pullWindow   int
@@ -101,6 +108,8 @@ summary. --verify compares a digest of the whole region with the server's.`,
 	f.StringVar(&o.out, "out", "", "write the received region to this file")
 	f.BoolVar(&o.verify, "verify", false, "check the whole region against the server's digest")
 	f.BoolVar(&o.noPull, "no-pull", false, "no background pull: pages arrive only when touched")
+	f.BoolVar(&o.noPush, "no-push", false, "decline the server's push of predicted pages")
+	f.IntVar(&o.probeEvery, "probe-every", 0, "hold back one pushed page in this many as a probe that reports use to the server (0: default 8; 1: every pushed page, exact; -1: none)")
 	f.DurationVar(&o.spin, "spin", 0, "fault loop busy-poll time after each fault (0: none, the default)")
 	f.IntVar(&o.pullChunk, "pull-chunk", 0, "pages per background request (0: default 512, at most 1024)")
 	f.IntVar(&o.pullWindow, "pull-window", 0, "background requests in flight per bulk connection (0: default 2)")
@@ -120,7 +129,7 @@ func addWorkloadFlags(f *pflag.FlagSet, o *receiveOpts, threads int) {
 }
 
 func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, error) {
-	opts := faulthandler.Options{Verify: o.verify, NoPull: o.noPull, Spin: o.spin, Logger: g.logger(),
+	opts := faulthandler.Options{Verify: o.verify, NoPull: o.noPull, NoPush: o.noPush, ProbeEvery: o.probeEvery, Spin: o.spin, Logger: g.logger(),
 		PullChunk: o.pullChunk, PullWindow: o.pullWindow, BulkStreams: o.bulkStreams, RecordFaults: o.traceOut != ""}
 	if o.region >= 0 {
 		r := uint32(o.region)
@@ -181,6 +190,11 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 		DemandPages:     st.DemandPages,
 		BackgroundPages: st.BackgroundPages,
 		ZeroPages:       st.ZeroPages,
+		PushNotices:     st.PushNotices,
+		PushedPages:     st.PushedPages,
+		ProbesStaged:    st.ProbesStaged,
+		ProbesUsed:      st.ProbesUsed,
+		ProbesUnused:    st.ProbesUnused,
 		BytesReceived:   st.BytesReceived,
 		ServiceP50us:    float64(st.ServiceP50.Nanoseconds()) / 1e3,
 		ServiceP99us:    float64(st.ServiceP99.Nanoseconds()) / 1e3,
@@ -231,6 +245,10 @@ func printReceive(w io.Writer, s *receiveSummary, asJSON bool) error {
 		s.FaultEvents, s.DemandRequests, s.FaultsCoalesced, s.DemandPages)
 	fmt.Fprintf(w, "  background: %d pages; zero pages: %d; page bytes received: %s\n",
 		s.BackgroundPages, s.ZeroPages, bench.FormatSize(int64(s.BytesReceived)))
+	if s.PushNotices > 0 {
+		fmt.Fprintf(w, "  pushed:     %d pages after %d demand replies; probes %d: %d touched, %d expired untouched\n",
+			s.PushedPages, s.PushNotices, s.ProbesStaged, s.ProbesUsed, s.ProbesUnused)
+	}
 	if s.DemandRequests > 0 {
 		fmt.Fprintf(w, "  demand service time (request sent to page installed): p50 %.1f µs, p99 %.1f µs\n", s.ServiceP50us, s.ServiceP99us)
 	}

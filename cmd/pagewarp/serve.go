@@ -20,6 +20,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		demoZero           float64
 		insecure           bool
 		urgentSpin         time.Duration
+		pf                 prefetchFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve (--file MEMFILE | --demo SIZE) [--listen ADDR]",
@@ -69,7 +70,14 @@ It prints "listening on ADDR" once ready and serves until interrupted.`,
 			if err != nil {
 				return err
 			}
-			srv := pageserver.New(src, pageserver.Options{Logger: g.logger(), Name: "pagewarp/" + Version, UrgentSpin: urgentSpin})
+			prefetch, err := pf.options(src.Regions())
+			if err != nil {
+				return err
+			}
+			srv := pageserver.New(src, pageserver.Options{Logger: g.logger(), Name: "pagewarp/" + Version, UrgentSpin: urgentSpin, Prefetch: prefetch})
+			if prefetch.Predictor != "" && prefetch.Predictor != "none" {
+				fmt.Fprintf(g.stdout, "pushing up to %d predicted pages per fault with %s%s\n", prefetch.Budget, prefetch.Predictor, pf.describe())
+			}
 			for _, r := range src.Regions() {
 				fmt.Fprintf(g.stdout, "serving region %d %q: %d pages of %d bytes (%s) from %s\n",
 					r.ID, r.Name, r.Pages, pageSize, bench.FormatSize(int64(r.Pages)*int64(pageSize)), what)
@@ -87,6 +95,10 @@ It prints "listening on ADDR" once ready and serves until interrupted.`,
 			st := srv.Stats()
 			fmt.Fprintf(g.stdout, "served %d connections for %v: %d pages (%d zero), %s\n",
 				st.ConnectionsAccepted, time.Since(start).Round(time.Millisecond), st.PagesSent, st.ZeroPagesSent, bench.FormatSize(int64(st.BytesSent)))
+			if st.PredictCalls > 0 {
+				fmt.Fprintf(g.stdout, "pushed %d pages after %d of %d demand faults; targets reported %d pushed pages used, %d unused\n",
+					st.PagesPushed, st.Pushes, st.PredictCalls, st.PushReportedUsed, st.PushReportedUnused)
+			}
 			return err
 		},
 	}
@@ -97,6 +109,7 @@ It prints "listening on ADDR" once ready and serves until interrupted.`,
 	f.Uint64Var(&demoSeed, "demo-seed", 1, "seed of the demo region's content")
 	f.Float64Var(&demoZero, "demo-zero", 0.25, "fraction of the demo region's pages that are zero")
 	f.BoolVar(&insecure, "insecure", false, "allow a non-loopback --listen address without TLS")
+	pf.register(f)
 	f.DurationVar(&urgentSpin, "urgent-spin", 0, "busy-poll an urgent connection this long for the next demand request (0: default 200µs, negative: off)")
 	return cmd
 }

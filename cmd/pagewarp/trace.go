@@ -24,14 +24,16 @@ func newTraceCmd(g *globals) *cobra.Command {
 }
 
 func newTraceRecordCmd(g *globals) *cobra.Command {
-	o := receiveOpts{touchSeed: 1}
+	// Pushed pages do not fault: a trace is recorded without push.
+	o := receiveOpts{touchSeed: 1, noPush: true}
 	cmd := &cobra.Command{
 		Use:   "record --connect HOST:PORT --out-trace FILE [--touch-threads N] [--no-pull]",
 		Short: "Receive a region and write its demand-fault sequence to a trace file",
 		Long: `record runs a receive (see 'pagewarp receive --help') and writes the pages of its demand
 faults, in the order the fault handler read them, to a trace file (format in docs/prefetch.md).
 With --no-pull every page faults once, so the trace is the workload's complete first-touch order:
-the input 'trace eval' and predictor warming want.`,
+the input 'trace eval' and predictor warming want. The server's push is declined, since a
+pushed page that is used never faults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.connect == "" || o.traceOut == "" {
