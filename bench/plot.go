@@ -119,7 +119,14 @@ func PrefetchSVG(rep *PrefetchReport) []byte {
 	rotate := float64(longest)*plotCharWidth > groupW-4
 	labelBand := 22.0
 	if rotate {
-		labelBand = 16 + float64(longest)*plotCharWidth*math.Sin(plotLabelRotate*math.Pi/180)
+		rad := plotLabelRotate * math.Pi / 180
+		labelBand = 16 + float64(longest)*plotCharWidth*math.Sin(rad)
+		// A rotated label ends at its group's centre and runs down to the
+		// left: shorten those of the first groups to stay on the canvas.
+		for g := range labels {
+			cx := plotLeft + (float64(g)+0.5)*groupW
+			labels[g] = plotShorten(labels[g], int((cx-4)/(plotCharWidth*math.Cos(rad))))
+		}
 	}
 
 	// Y layout: two panels of equal height.
@@ -161,7 +168,7 @@ func PrefetchSVG(rep *PrefetchReport) []byte {
 	// Axes, gridlines and reference lines of a panel.
 	panelFrame := func(top, bottom float64, title, axis string, ticks []float64, tickLabels []string, y func(float64) float64) {
 		fmt.Fprintf(&b, `<text class="panel-title" x="%d" y="%s" font-size="13" font-weight="bold">%s</text>`+"\n",
-			plotLeft, plotNum(top-8), plotEscape(title))
+			plotLeft, plotNum(top-12), plotEscape(title))
 		for i, t := range ticks {
 			ty := y(t)
 			fmt.Fprintf(&b, `<line class="grid" x1="%d" y1="%s" x2="%s" y2="%s" stroke="#dddddd" stroke-width="1"/>`+"\n",
@@ -180,7 +187,7 @@ func PrefetchSVG(rep *PrefetchReport) []byte {
 	refLine := func(yv float64, label string) {
 		fmt.Fprintf(&b, `<line class="reference" x1="%d" y1="%s" x2="%s" y2="%s" stroke="#333333" stroke-width="1.2" stroke-dasharray="6 4"/>`+"\n",
 			plotLeft, plotNum(yv), plotNum(right), plotNum(yv))
-		fmt.Fprintf(&b, `<text class="reference-label" x="%s" y="%s" text-anchor="end" fill="#333333">%s</text>`+"\n",
+		fmt.Fprintf(&b, `<text class="reference-label" x="%s" y="%s" text-anchor="end" fill="#333333" stroke="#ffffff" stroke-width="3" paint-order="stroke">%s</text>`+"\n",
 			plotNum(right-2), plotNum(yv-4), plotEscape(label))
 	}
 	xLabels := func(bottom float64) {
@@ -217,11 +224,6 @@ func PrefetchSVG(rep *PrefetchReport) []byte {
 	b.WriteString(`<g class="panel" id="demand-faults">` + "\n")
 	panelFrame(top1, bottom1, "Demand faults relative to none (log scale, lower is better)", "demand faults / none",
 		[]float64{0.01, 0.03, 0.1, 0.3, 1}, []string{"0.01", "0.03", "0.1", "0.3", "1"}, logY)
-	if k := rep.Setup.Budget; k > 0 {
-		if floor := 1 / float64(k+1); floor >= plotLogMin && floor <= plotLogMax {
-			refLine(logY(floor), fmt.Sprintf("floor 1/(k+1) = %.3f", floor))
-		}
-	}
 	for g, w := range workloads {
 		base := cell[pair{w, "none"}]
 		if base == nil || base.DemandFaults == 0 {
@@ -245,6 +247,12 @@ func PrefetchSVG(rep *PrefetchReport) []byte {
 			}
 		}
 	}
+	// Reference lines go over the bars so that they stay visible.
+	if k := rep.Setup.Budget; k > 0 {
+		if floor := 1 / float64(k+1); floor >= plotLogMin && floor <= plotLogMax {
+			refLine(logY(floor), fmt.Sprintf("floor 1/(k+1) = %.3f", floor))
+		}
+	}
 	xLabels(bottom1)
 	b.WriteString("</g>\n")
 
@@ -252,7 +260,6 @@ func PrefetchSVG(rep *PrefetchReport) []byte {
 	b.WriteString(`<g class="panel" id="precision">` + "\n")
 	panelFrame(top2, bottom2, "Precision: pushed pages used / pushed (higher is better)", "precision",
 		[]float64{0, 0.25, 0.5, 0.75, 1}, []string{"0", "0.25", "0.5", "0.75", "1"}, linY)
-	refLine(linY(plotTarget), "target 0.7")
 	for g, w := range workloads {
 		for p, name := range predictors {
 			r := cell[pair{w, name}]
@@ -265,6 +272,7 @@ func PrefetchSVG(rep *PrefetchReport) []byte {
 			bar(barX(g, p), bottom2, linY(v), colours[p], tip)
 		}
 	}
+	refLine(linY(plotTarget), "target 0.7")
 	xLabels(bottom2)
 	b.WriteString("</g>\n")
 
@@ -293,6 +301,9 @@ func plotEscape(s string) string {
 func plotShorten(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {
 		return s
+	}
+	if n < 1 {
+		return ""
 	}
 	r := []rune(s)
 	return string(r[:n-1]) + "…"

@@ -37,8 +37,10 @@ type PrefetchConfig struct {
 	// after every fault and nextn pushes exactly Budget pages.
 	Adaptive bool
 	// ProbeEvery is the target's probe sampling (faulthandler
-	// Options.ProbeEvery). Default 1: every pushed page is a probe, so
-	// pushed_used is counted exactly; with a sample it is estimated.
+	// Options.ProbeEvery). Default 8, the target's default: pushed_used is
+	// estimated from the sample. 1 makes every pushed page a probe, so
+	// pushed_used is counted exactly, at the cost of a local fault for every
+	// used pushed page (which slows the post-copy).
 	ProbeEvery int
 	// Pull turns the background pull on (default off: pages arrive only by
 	// demand and push, which isolates the predictors).
@@ -139,7 +141,7 @@ func Prefetch(ctx context.Context, cfg PrefetchConfig) (*PrefetchReport, error) 
 		cfg.Budget = 16
 	}
 	if cfg.ProbeEvery == 0 {
-		cfg.ProbeEvery = 1
+		cfg.ProbeEvery = 8
 	}
 	if cfg.Log == nil {
 		cfg.Log = io.Discard

@@ -115,6 +115,7 @@ func newBenchPrefetchCmd(g *globals) *cobra.Command {
 		seed                  uint64
 		adaptive, pull        bool
 		asJSON                bool
+		plot, from            string
 	)
 	cmd := &cobra.Command{
 		Use:   "prefetch [--json]",
@@ -128,6 +129,18 @@ there is no background pull, so the predictors alone make the difference. Each r
 workload checksum is compared with the same workload over the source's memory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if from != "" {
+				// Re-render a saved report.
+				b, err := os.ReadFile(from)
+				if err != nil {
+					return err
+				}
+				var rep bench.PrefetchReport
+				if err := json.Unmarshal(b, &rep); err != nil {
+					return fmt.Errorf("--from %s: %w", from, err)
+				}
+				return finishPrefetch(g, &rep, plot, asJSON)
+			}
 			sz, err := bench.ParseSize(size)
 			if err != nil {
 				return fmt.Errorf("--size: %w", err)
@@ -151,27 +164,42 @@ workload checksum is compared with the same workload over the source's memory.`,
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
-			}
-			printPrefetchTable(g.stdout, rep)
-			return nil
+			return finishPrefetch(g, rep, plot, asJSON)
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&plot, "plot", "", "also write an SVG plot (demand faults relative to none, precision) to this file")
+	f.StringVar(&from, "from", "", "do not run: print (and plot) the report saved by an earlier --json run")
 	f.StringSliceVar(&workloads, "workloads", nil, "workloads to run (default: all of "+strings.Join(bench.WorkloadNames(), ", ")+")")
 	f.StringSliceVar(&predictors, "predictors", nil, "predictors to compare (default: all of "+strings.Join(predictor.Names(), ", ")+")")
 	f.StringVar(&size, "size", "64MiB", "region size")
 	f.IntVar(&threads, "threads", 4, "threads running each workload")
 	f.IntVar(&budget, "budget", 16, "most pages pushed after one demand fault, for every predictor")
-	f.IntVar(&probeEvery, "probe-every", 1, "target probe sampling: 1 counts every pushed page's use exactly; N holds back one in N")
+	f.IntVar(&probeEvery, "probe-every", 8, "target probe sampling: one pushed page in N is held back until touched and reported (pushed_used is estimated from them); 1 counts every pushed page exactly but makes each used one a local fault")
 	f.Uint64Var(&seed, "seed", 1, "content, layout and run seed (the warm-up run uses run seed+1)")
 	f.BoolVar(&adaptive, "adaptive", false, "let the server adapt its push window (default: the full budget after every fault)")
 	f.BoolVar(&pull, "pull", false, "run the background pull too")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object {\"results\": [...], \"setup\": {...}}")
 	return cmd
+}
+
+// finishPrefetch prints a prefetch report and writes its plot.
+func finishPrefetch(g *globals, rep *bench.PrefetchReport, plot string, asJSON bool) error {
+	if plot != "" {
+		if err := os.WriteFile(plot, bench.PrefetchSVG(rep), 0o644); err != nil {
+			return err
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printPrefetchTable(g.stdout, rep)
+	if plot != "" {
+		fmt.Fprintf(g.stdout, "plot written to %s\n", plot)
+	}
+	return nil
 }
 
 func printPrefetchTable(w io.Writer, rep *bench.PrefetchReport) {

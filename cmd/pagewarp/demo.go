@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pagewarp/pagewarp/bench"
+	"github.com/pagewarp/pagewarp/pageserver"
 )
 
 func newDemoCmd(g *globals) *cobra.Command {
@@ -23,7 +24,8 @@ func newDemoCmd(g *globals) *cobra.Command {
 content, a quarter of the pages zero), receives it into a userfaultfd-registered
 region while worker threads touch every page in random order, verifies the result
 against the server's digest, and then measures fault latency and pull throughput
-side by side (pagewarp in-process, pagewarp over loopback, userfaultfd-go).`,
+side by side (pagewarp in-process, pagewarp over loopback, userfaultfd-go), and
+last compares prefetching predictors (none, nextn, ppm) on four workloads.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -60,7 +62,22 @@ side by side (pagewarp in-process, pagewarp over loopback, userfaultfd-go).`,
 				return err
 			}
 			printFaultsTable(g.stdout, res)
-			fmt.Fprintln(g.stdout, "\nmore: pagewarp bench faults --json; docs/architecture.md; docs/benchmarks.md")
+
+			fmt.Fprintf(g.stdout, "\n== 4. prefetching: the server pushes %d predicted pages after each demand fault (no pull)\n", pageserver.DefaultPushBudget)
+			pargv, err := exeArgv("serve", "--listen", "127.0.0.1:0", "--demo", strconv.FormatInt(32<<20, 10), "--demo-zero", "0")
+			if err != nil {
+				return err
+			}
+			rep, err := bench.Prefetch(ctx, bench.PrefetchConfig{
+				Workloads:  []string{"sequential", "interleaved", "pointer-chase", "random"},
+				Predictors: []string{"none", "nextn", "ppm"},
+				Size:       32 << 20, Threads: threads, Seed: 1, ServerArgv: pargv,
+			})
+			if err != nil {
+				return err
+			}
+			printPrefetchTable(g.stdout, rep)
+			fmt.Fprintln(g.stdout, "\nmore: pagewarp bench faults|prefetch --json; docs/architecture.md; docs/benchmarks.md")
 			return nil
 		},
 	}

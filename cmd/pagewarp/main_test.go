@@ -204,6 +204,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"receive", "--connect", "x:1", "--no-pull"}, "--no-pull needs --touch-threads"},
 		{[]string{"receive", "--connect", "x:1", "--pull-chunk", "5000"}, "--pull-chunk"},
 		{[]string{"bench", "faults", "--pull-size", "big"}, "--pull-size"},
+		{[]string{"serve", "--demo", "1MiB", "--predictor", "magic"}, "unknown predictor"},
+		{[]string{"serve", "--demo", "1MiB", "--push-budget", "0"}, "--push-budget"},
+		{[]string{"serve", "--demo", "1MiB", "--warm", "/nonexistent/t.pwt"}, "no such file"},
+		{[]string{"bench", "prefetch", "--workloads", "bogus"}, "unknown workload"},
+		{[]string{"bench", "prefetch", "--predictors", "magic"}, "unknown predictor"},
 		{[]string{"receive", "--connect", "127.0.0.1:1", "--touch-threads", "2", "--workload", "bogus"}, "pointer-chase"},
 	} {
 		err := run(context.Background(), io.Discard, io.Discard, c.args)
@@ -222,9 +227,51 @@ func TestDemo(t *testing.T) {
 	if err := run(context.Background(), &stdout, io.Discard, []string{"demo", "--size", "16MiB", "--samples", "500"}); err != nil {
 		t.Fatalf("demo: %v\n%s", err, stdout.String())
 	}
-	for _, want := range []string{"listening on", "verified", "userfaultfd-go mapper.Handle", "loopback TCP", "background pull over loopback"} {
+	for _, want := range []string{"listening on", "verified", "userfaultfd-go mapper.Handle", "loopback TCP", "background pull over loopback",
+		"prefetch:", "pointer-chase ppm"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout.String())
 		}
+	}
+}
+
+// TestBenchPrefetch runs a small prefetch benchmark: the JSON carries the
+// keys the issue asks for, every run's workload result matches the source,
+// and ppm cuts demand faults on a sequential workload.
+func TestBenchPrefetch(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	t.Setenv("PAGEWARP_CLI", "1")
+	var stdout bytes.Buffer
+	plot := filepath.Join(t.TempDir(), "p.svg")
+	if err := run(context.Background(), &stdout, io.Discard, []string{"bench", "prefetch", "--json", "--size", "8MiB",
+		"--workloads", "sequential,random", "--predictors", "none,nextn,ppm", "--plot", plot}); err != nil {
+		t.Fatalf("bench prefetch: %v\n%s", err, stdout.String())
+	}
+	var rep struct {
+		Results []map[string]any `json:"results"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("%v: %s", err, stdout.String())
+	}
+	if len(rep.Results) != 6 {
+		t.Fatalf("%d results, want 2 workloads x 3 predictors", len(rep.Results))
+	}
+	faults := map[string]float64{}
+	for _, r := range rep.Results {
+		for _, k := range []string{"workload", "predictor", "demand_faults", "pushed", "pushed_used", "precision", "postcopy_seconds"} {
+			if _, ok := r[k]; !ok {
+				t.Errorf("result %v lacks %q", r, k)
+			}
+		}
+		if r["result_ok"] != true {
+			t.Errorf("%v: the workload's checksum differs from the source's", r)
+		}
+		faults[r["workload"].(string)+"/"+r["predictor"].(string)] = r["demand_faults"].(float64)
+	}
+	if none, ppm := faults["sequential/none"], faults["sequential/ppm"]; ppm > none/4 {
+		t.Errorf("sequential: ppm %v demand faults, none %v: want at most a quarter", ppm, none)
+	}
+	if b, err := os.ReadFile(plot); err != nil || !bytes.Contains(b, []byte("<svg")) {
+		t.Errorf("plot %s: %v", plot, err)
 	}
 }

@@ -66,11 +66,11 @@ It prints "listening on ADDR" once ready and serves until interrupted.`,
 				}
 				src, what = rs, fmt.Sprintf("demo region (seed %d, %.0f%% zero pages)", demoSeed, demoZero*100)
 			}
-			ln, err := net.Listen("tcp", listen)
+			prefetch, err := pf.options(src.Regions())
 			if err != nil {
 				return err
 			}
-			prefetch, err := pf.options(src.Regions())
+			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return err
 			}
