@@ -629,16 +629,34 @@ func (h *Handler) nextMissingRun(from uint64, max int) (first uint64, count int,
 // installData installs count pages starting at page from data (count *
 // pageSize bytes, already verified). Pages already present are skipped.
 func (h *Handler) installData(page uint64, count int, data []byte, kind pageKind) error {
+	return h.installDataMode(page, count, data, kind, false)
+}
+
+// installDataMode is installData; with dontWake the threads waiting on the
+// pages are left asleep for a later Wake.
+func (h *Handler) installDataMode(page uint64, count int, data []byte, kind pageKind, dontWake bool) error {
+	mode := uint64(0)
+	if dontWake {
+		mode = uffd.CopyModeDontWake
+	}
 	return h.installRuns(page, count, kind, func(p uint64, n int) (int, error) {
 		off := int(p-page) * h.pageSize
-		return h.uffd.Copy(h.addr(p), data[off:off+n*h.pageSize], 0)
+		return h.uffd.Copy(h.addr(p), data[off:off+n*h.pageSize], mode)
 	})
 }
 
 // installZero installs count zero pages starting at page.
 func (h *Handler) installZero(page uint64, count int, kind pageKind) error {
+	return h.installZeroMode(page, count, kind, false)
+}
+
+func (h *Handler) installZeroMode(page uint64, count int, kind pageKind, dontWake bool) error {
+	mode := uint64(0)
+	if dontWake {
+		mode = uffd.ZeropageModeDontWake
+	}
 	return h.installRuns(page, count, kind, func(p uint64, n int) (int, error) {
-		return h.uffd.Zeropage(h.addr(p), uint64(n*h.pageSize), 0)
+		return h.uffd.Zeropage(h.addr(p), uint64(n*h.pageSize), mode)
 	})
 }
 

@@ -93,7 +93,7 @@ func (h *Handler) announce(m *wire.Push) error {
 
 // installPushed installs a verified pushed run, holding back its probes.
 // data is nil for a zero run.
-func (h *Handler) installPushed(page uint64, count int, data []byte) error {
+func (h *Handler) installPushed(page uint64, count int, data []byte, dontWake bool) error {
 	h.stats.pushedReceived.Add(uint64(count))
 	if st := h.stage; st != nil {
 		st.mu.Lock()
@@ -121,9 +121,9 @@ func (h *Handler) installPushed(page uint64, count int, data []byte) error {
 		st.mu.Unlock()
 	}
 	if data == nil {
-		return h.installZero(page, count, kindPushed)
+		return h.installZeroMode(page, count, kindPushed, dontWake)
 	}
-	return h.installData(page, count, data, kindPushed)
+	return h.installDataMode(page, count, data, kindPushed, dontWake)
 }
 
 // takeStaged installs a staged probe page that a thread faulted on and

@@ -244,6 +244,9 @@ type remote struct {
 	// been read. Only used when ufd >= 0, where the fault loop alone both
 	// sends requests and reads replies.
 	pendingDemand int
+	// wakes are the runs installed from the urgent connection whose waiters
+	// are still asleep (fault loop only; see install).
+	wakes []wakeRange
 }
 
 func (r *remote) awaiting() bool { return r.ufd >= 0 && r.pendingDemand > 0 }
@@ -397,7 +400,7 @@ func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, er
 	h := r.h
 	switch m := m.(type) {
 	case *wire.Pages:
-		if err := r.install(m, kind); err != nil {
+		if err := r.install(m, kind, rc == r.urgent && r.ufd >= 0); err != nil {
 			return false, err
 		}
 		if rc == r.urgent && r.ufd >= 0 && m.Last() && r.pendingDemand > 0 {
@@ -463,6 +466,9 @@ func (r *remote) drainUrgent() (stop bool, err error) {
 				return false, fmt.Errorf("urgent connection: %w", err)
 			}
 			if body == nil {
+				if err := r.wakePending(); err != nil {
+					return false, err
+				}
 				break
 			}
 			m, err := wire.Decode(body)
@@ -490,8 +496,13 @@ func (r *remote) drainUrgent() (stop bool, err error) {
 	}
 }
 
-// install verifies and installs one Pages frame.
-func (r *remote) install(m *wire.Pages, kind pageKind) error {
+// install verifies and installs one Pages frame. With deferWake (the fault
+// loop reading the urgent connection) the threads waiting on its pages are
+// woken only after every complete frame already read is installed
+// (wakePending): a demand reply and the push that follows it usually arrive
+// together, and a thread woken before the push is in would fault again on
+// the next page at once.
+func (r *remote) install(m *wire.Pages, kind pageKind, deferWake bool) error {
 	h := r.h
 	if m.Region != r.region.ID || m.Page >= h.npages || uint64(m.Count) > h.npages-m.Page {
 		return fmt.Errorf("server sent pages %d+%d of region %d, outside region %d of %d pages", m.Page, m.Count, m.Region, r.region.ID, h.npages)
@@ -499,11 +510,14 @@ func (r *remote) install(m *wire.Pages, kind pageKind) error {
 	if m.Pushed() && (kind != kindDemand || h.opts.NoPush) {
 		return fmt.Errorf("server pushed pages %d+%d on a connection that does not take pushes", m.Page, m.Count)
 	}
+	if deferWake {
+		r.wakes = append(r.wakes, wakeRange{m.Page, uint64(m.Count)})
+	}
 	if m.Zero() {
 		if m.Pushed() {
-			return h.installPushed(m.Page, int(m.Count), nil)
+			return h.installPushed(m.Page, int(m.Count), nil, deferWake)
 		}
-		return h.installZero(m.Page, int(m.Count), kindZero)
+		return h.installZeroMode(m.Page, int(m.Count), kindZero, deferWake)
 	}
 	ps := h.pageSize
 	if len(m.Data) != int(m.Count)*ps || len(m.Hashes) != 8*int(m.Count) {
@@ -517,9 +531,9 @@ func (r *remote) install(m *wire.Pages, kind pageKind) error {
 	}
 	h.stats.bytesReceived.Add(uint64(len(m.Data)))
 	if m.Pushed() {
-		return h.installPushed(m.Page, int(m.Count), m.Data)
+		return h.installPushed(m.Page, int(m.Count), m.Data, deferWake)
 	}
-	return h.installData(m.Page, int(m.Count), m.Data, kind)
+	return h.installDataMode(m.Page, int(m.Count), m.Data, kind, deferWake)
 }
 
 // finish verifies the region if asked and closes both connections with Bye.
@@ -581,6 +595,29 @@ func (r *remote) awaitUrgentBye(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("urgent connection: waiting for the server's bye: %w", ctx.Err())
+}
+
+// wakeRange is a run of pages installed without a wake.
+type wakeRange struct{ page, count uint64 }
+
+// wakePending wakes the threads waiting on the pages installed with
+// deferWake, merging adjacent runs.
+func (r *remote) wakePending() error {
+	h := r.h
+	for i := 0; i < len(r.wakes); {
+		w := r.wakes[i]
+		j := i + 1
+		for j < len(r.wakes) && r.wakes[j].page == w.page+w.count {
+			w.count += r.wakes[j].count
+			j++
+		}
+		if err := h.uffd.Wake(h.addr(w.page), w.count*uint64(h.pageSize)); err != nil {
+			return err
+		}
+		i = j
+	}
+	r.wakes = r.wakes[:0]
+	return nil
 }
 
 // release closes the urgent descriptor's duplicate; the fault loop must
