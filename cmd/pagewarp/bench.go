@@ -72,9 +72,7 @@ pull of a region over loopback. The page server is this binary re-run as
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return printJSON(g.stdout, res)
 			}
 			printFaultsTable(g.stdout, res)
 			return nil
@@ -191,9 +189,7 @@ func finishPrefetch(g *globals, rep *bench.PrefetchReport, plot string, asJSON b
 		}
 	}
 	if asJSON {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return printJSON(g.stdout, rep)
 	}
 	printPrefetchTable(g.stdout, rep)
 	if plot != "" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -235,9 +234,7 @@ func writeFile(path string, mem []byte) error {
 
 func printReceive(w io.Writer, s *receiveSummary, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(s)
+		return printJSON(w, s)
 	}
 	fmt.Fprintf(w, "received %s (%d pages of %d bytes) from %s in %.3fs (%.2f GB/s)\n",
 		bench.FormatSize(s.Bytes), s.Pages, s.PageSize, s.Server, s.Seconds, s.Gbps)

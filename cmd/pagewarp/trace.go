@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -117,9 +116,7 @@ oracle always knows the evaluated trace itself.`,
 				}
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"k": k, "results": rows})
+				return printJSON(g.stdout, map[string]any{"k": k, "results": rows})
 			}
 			printEval(g.stdout, rows, k)
 			return nil
