@@ -4,7 +4,7 @@
 GO        ?= go
 BIN       := bin/pagewarp
 PKGS      := ./...
-RACE_PKGS := ./faulthandler ./pageserver ./wire ./internal/...
+RACE_PKGS := ./faulthandler ./pageserver ./wire ./precopy ./internal/...
 FUZZTIME  ?= 30s
 
 .PHONY: all build test race demo bench fuzz lint deps clean
@@ -35,7 +35,9 @@ demo: build
 # bench prints the figures that docs/benchmarks.md quotes.
 bench: build
 	./$(BIN) bench faults --json
+	./$(BIN) bench precopy --json
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./wire ./pageserver
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./precopy
 	$(GO) test -run '^$$' -bench . ./predictor
 
 # fuzz runs every decoder's fuzz target for FUZZTIME each.

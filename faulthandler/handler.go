@@ -193,6 +193,10 @@ type Handler struct {
 	finished chan struct{} // closed when the post-completion work is done
 	loopDone chan struct{} // closed when the fault loop has returned
 	closed   bool
+	// running is set by Start; until then markResident does not declare the
+	// migration complete (pre-copy may still drop pages it installed).
+	running      atomic.Bool
+	completeOnce sync.Once
 
 	started time.Time
 	ended   atomic.Int64 // unix nanos when complete
@@ -275,6 +279,10 @@ func (h *Handler) discard() {
 func (h *Handler) Start() {
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.started = time.Now()
+	h.running.Store(true)
+	if h.resident.Load() == h.npages {
+		h.markComplete() // pre-copy installed every page
+	}
 	fds := []int{h.uffd.Int()}
 	if fd := h.fetch.pollFD(); fd >= 0 {
 		fds = append(fds, fd)
@@ -720,13 +728,18 @@ func (h *Handler) markResident(p, n uint64, kind pageKind) {
 	h.stats.pages[kind].Add(added)
 	r := h.resident.Add(added)
 	if r == h.npages {
-		close(h.complete)
+		if h.running.Load() {
+			h.markComplete()
+		}
 		return
 	}
 	if st := h.stage; st != nil && r+uint64(st.n.Load()) == h.npages && h.poll != nil {
 		h.poll.Wake() // only staged probes are left: the fault loop installs them
 	}
 }
+
+// markComplete closes h.complete once.
+func (h *Handler) markComplete() { h.completeOnce.Do(func() { close(h.complete) }) }
 
 func (h *Handler) addr(page uint64) uintptr { return h.base + uintptr(page)*uintptr(h.pageSize) }
 

@@ -77,7 +77,9 @@ func TestPushEndToEnd(t *testing.T) {
 			if sent := sst.PagesSent + sst.ZeroPagesSent; !tc.pull && sent > pages+st.DemandRequests {
 				t.Errorf("server sent %d pages for %d pages and %d demand requests", sent, pages, st.DemandRequests)
 			}
-			if st.PushedPages > 0 {
+			// One pushed page in 8 (by a salted hash) is a probe: with few
+			// pushed pages (the pull got ahead of them) there may be none.
+			if st.PushedPages >= 128 {
 				if st.ProbesStaged == 0 || st.ProbesUsed+st.ProbesUnused > st.ProbesStaged {
 					t.Errorf("probes: %d staged, %d used, %d unused", st.ProbesStaged, st.ProbesUsed, st.ProbesUnused)
 				}

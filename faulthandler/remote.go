@@ -72,7 +72,7 @@ func NewRemote(ctx context.Context, urgent net.Conn, bulk []net.Conn, opts Optio
 	if _, err := rand.Read(session[:]); err != nil {
 		return nil, err
 	}
-	r := &remote{digests: make(chan *wire.Digest, 1)}
+	r := &remote{digests: make(chan *wire.Digest, 1), session: session}
 	r.urgent = newRConn(urgent, "urgent")
 	for i, c := range bulk {
 		r.bulk = append(r.bulk, newRConn(c, fmt.Sprintf("bulk%d", i)))
@@ -226,6 +226,7 @@ func (rc *rconn) send(m wire.Message, timeout time.Duration) error {
 
 type remote struct {
 	h       *Handler
+	session [16]byte
 	region  wire.Region
 	welcome *wire.Welcome
 	urgent  *rconn

@@ -14,6 +14,7 @@ const (
 	kindBackground
 	kindZero
 	kindPushed
+	kindPrecopy
 	numKinds
 )
 
@@ -75,6 +76,8 @@ type counters struct {
 	probesStaged    atomic.Uint64
 	probesUsed      atomic.Uint64
 	probesUnused    atomic.Uint64
+	precopyInPlace  atomic.Uint64
+	precopyDropped  atomic.Uint64
 	pages           [numKinds]atomic.Uint64
 	serviceTime     histogram
 }
@@ -94,6 +97,9 @@ type Stats struct {
 	PushNotices     uint64        // Push notices received (demand replies followed by a push)
 	PushedReceived  uint64        // pages received in pushed frames (duplicates included)
 	PushedPages     uint64        // pages installed from pushes (zero pages included)
+	PrecopyPages    uint64        // pages installed by pre-copy while missing (zero pages and references included)
+	PrecopyInPlace  uint64        // pre-copy pages written over a page already present
+	PrecopyDropped  uint64        // pages made missing again (Drop)
 	ProbesStaged    uint64        // pushed pages held back as probes
 	ProbesUsed      uint64        // probes the workload touched (each a local fault, reported used)
 	ProbesUnused    uint64        // probes that expired untouched (reported unused)
@@ -124,6 +130,9 @@ func (h *Handler) Stats() Stats {
 		PushNotices:        h.stats.pushNotices.Load(),
 		PushedReceived:     h.stats.pushedReceived.Load(),
 		PushedPages:        h.stats.pages[kindPushed].Load(),
+		PrecopyPages:       h.stats.pages[kindPrecopy].Load(),
+		PrecopyInPlace:     h.stats.precopyInPlace.Load(),
+		PrecopyDropped:     h.stats.precopyDropped.Load(),
 		ProbesStaged:       h.stats.probesStaged.Load(),
 		ProbesUsed:         h.stats.probesUsed.Load(),
 		ProbesUnused:       h.stats.probesUnused.Load(),

@@ -41,6 +41,7 @@ type conn struct {
 	w   *wire.Writer // send loop only (the handshake, before the send loop starts)
 
 	features uint64
+	hello    *wire.Hello
 	sess     *session // the migration's shared push state (with Prefetch)
 	push     bool     // push after demand replies: urgent channel, FeaturePush negotiated
 	demand   chan job
@@ -95,6 +96,13 @@ func (c *conn) serve() {
 		defer c.s.releaseSession(c.sess)
 	}
 	if !ok {
+		return
+	}
+	if c.hello.Channel == wire.ChannelPrecopy {
+		// The pre-copy sender owns the connection from here on.
+		if err := c.s.opts.Precopy.ServePrecopy(c.hello, c.nc, c.r, c.w); err != nil {
+			c.log.Info("pre-copy stream ended", "err", err)
+		}
 		return
 	}
 	go c.sendLoop()
@@ -199,7 +207,12 @@ func (c *conn) handshake() bool {
 			"server speaks versions %d..%d, client %d..%d", wire.Version, wire.Version, hello.VersionMin, hello.VersionMax)})
 		return false
 	}
+	if hello.Channel == wire.ChannelPrecopy && c.s.opts.Precopy == nil {
+		c.abort(&wire.Error{Code: wire.CodeProtocol, Message: "this server has no pre-copy to stream"})
+		return false
+	}
 	c.nc.SetReadDeadline(time.Time{})
+	c.hello = hello
 	c.features = hello.Features & c.s.features
 	if c.features&wire.FeaturePush != 0 {
 		c.sess = c.s.acquireSession(hello.Session)
@@ -208,7 +221,7 @@ func (c *conn) handshake() bool {
 	if hello.Channel == wire.ChannelUrgent {
 		c.sr.setSpin(c.s.opts.UrgentSpin)
 	}
-	if tc, ok := c.nc.(*net.TCPConn); ok && hello.Channel == wire.ChannelBulk {
+	if tc, ok := c.nc.(*net.TCPConn); ok && (hello.Channel == wire.ChannelBulk || hello.Channel == wire.ChannelPrecopy) {
 		// A bulk connection should let the send loop run ahead of a target
 		// busy installing pages: with the default 16 KiB start of the send
 		// buffer the two sides take turns instead of overlapping.

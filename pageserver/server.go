@@ -60,6 +60,21 @@ type Options struct {
 	// Prefetch makes the server push the pages a predictor expects next
 	// after each demand reply, to targets that negotiate wire.FeaturePush.
 	Prefetch Prefetch
+	// Precopy, when set, takes the pre-copy streams (wire.ChannelPrecopy)
+	// of a target: the server offers wire.FeaturePrecopy and hands each
+	// such connection over after the handshake. Without it a pre-copy
+	// Hello is answered with a protocol error.
+	Precopy PrecopyServer
+}
+
+// PrecopyServer is what a server hands pre-copy connections to (package
+// precopy's Sender implements it).
+type PrecopyServer interface {
+	// ServePrecopy runs one pre-copy stream whose Hello it is given and
+	// whose Welcome went out. It returns when it is done with the
+	// connection; the server then closes it. r and w are the connection's
+	// framed reader and writer (w is flushed).
+	ServePrecopy(hello *wire.Hello, nc net.Conn, r *wire.Reader, w *wire.Writer) error
 }
 
 // Stats are a Server's counters since New.
@@ -182,6 +197,9 @@ func New(src Source, opts Options) *Server {
 	}
 	if s.opts.Prefetch.enabled() {
 		s.features |= wire.FeaturePush
+	}
+	if s.opts.Precopy != nil {
+		s.features |= wire.FeaturePrecopy
 	}
 	s.slicer, _ = src.(Slicer)
 	if im, ok := src.(Immutable); ok {

@@ -282,7 +282,10 @@ func TestBadFrames(t *testing.T) {
 		{"garbage msgpack", true, frame(byte(wire.TypeRequest), 0xc1, 0x00, 0xff), wire.CodeMalformed, 0},
 		{"garbage before hello", false, frame(byte(wire.TypeHello), 0x93, 0xa1, 'x'), wire.CodeMalformed, 0},
 		{"unknown type", true, frame(42, 0x90), wire.CodeUnknownType, 0},
-		{"wrong version", false, encode(hello(3, 4)), wire.CodeUnsupportedVersion, 0},
+		{"wrong version", false, encode(hello(wire.Version+1, wire.Version+2)), wire.CodeUnsupportedVersion, 0},
+		// A version 2 Hello has six elements (no stream numbers): [2, 2, features, channel, session, client].
+		{"version 2 peer", false, frame(byte(wire.TypeHello), append(append([]byte{0x96, 2, 2, 1, 0, 0xc4, 16}, make([]byte, 16)...), 0xa0)...),
+			wire.CodeUnsupportedVersion, 0},
 		{"push to server", true, encode(&wire.Push{ReqID: 3, Pages: []uint64{1}}), wire.CodeUnknownType, 0},
 		{"feedback without push", true, encode(&wire.Feedback{Used: []uint64{1}}), wire.CodeProtocol, 0},
 		{"out of range page", true, request(7, 0, 100, 1), wire.CodeOutOfRange, 7},

@@ -58,14 +58,15 @@ func checkPageSize(pageSize int) error {
 	return nil
 }
 
-// RegionSource serves one in-process memory region as region 0. It implements Source and Slicer.
+// RegionSource serves in-process memory regions (NewRegionSource: one, as region 0). It implements
+// Source and Slicer.
 //
 // The memory may change while it is served (a live region); each page is hashed and sent in one go, so
 // a page written concurrently reaches the target either whole and verified or with a hash mismatch
 // that the target rejects, never silently torn.
 type RegionSource struct {
-	region   wire.Region
-	mem      []byte
+	regions  []wire.Region
+	mems     map[uint32][]byte
 	pageSize int
 }
 
@@ -74,49 +75,70 @@ var (
 	_ Slicer = (*RegionSource)(nil)
 )
 
+// MemRegion is one in-process region for NewRegionsSource.
+type MemRegion struct {
+	ID   uint32
+	Name string
+	Mem  []byte
+}
+
 // NewRegionSource returns a source serving mem as region 0 named name. len(mem) must be a multiple of
 // pageSize, and pageSize a valid protocol page size. mem is not copied.
 func NewRegionSource(name string, mem []byte, pageSize int) (*RegionSource, error) {
+	return NewRegionsSource([]MemRegion{{ID: 0, Name: name, Mem: mem}}, pageSize)
+}
+
+// NewRegionsSource returns a source serving several in-process regions (a gang migration), each under
+// its own id. Each Mem must be a non-empty multiple of pageSize; ids must differ. Nothing is copied.
+func NewRegionsSource(regions []MemRegion, pageSize int) (*RegionSource, error) {
 	if err := checkPageSize(pageSize); err != nil {
-		return nil, fmt.Errorf("region %q: %w", name, err)
+		return nil, err
 	}
-	if len(mem)%pageSize != 0 {
-		return nil, fmt.Errorf("region %q: length %d is not a multiple of the page size %d", name, len(mem), pageSize)
+	if len(regions) == 0 || len(regions) > wire.MaxRegions {
+		return nil, fmt.Errorf("%d regions: want 1 to %d", len(regions), wire.MaxRegions)
 	}
-	if len(name) > wire.MaxNameLen {
-		return nil, fmt.Errorf("region name is %d bytes, limit %d", len(name), wire.MaxNameLen)
+	s := &RegionSource{mems: make(map[uint32][]byte, len(regions)), pageSize: pageSize}
+	for _, r := range regions {
+		if len(r.Mem)%pageSize != 0 || len(r.Mem) == 0 {
+			return nil, fmt.Errorf("region %q: length %d is not a positive multiple of the page size %d", r.Name, len(r.Mem), pageSize)
+		}
+		if len(r.Name) > wire.MaxNameLen {
+			return nil, fmt.Errorf("region name is %d bytes, limit %d", len(r.Name), wire.MaxNameLen)
+		}
+		if _, dup := s.mems[r.ID]; dup {
+			return nil, fmt.Errorf("region id %d listed twice", r.ID)
+		}
+		s.mems[r.ID] = r.Mem
+		s.regions = append(s.regions, wire.Region{ID: r.ID, Name: r.Name, Pages: uint64(len(r.Mem) / pageSize)})
 	}
-	return &RegionSource{
-		region:   wire.Region{ID: 0, Name: name, Pages: uint64(len(mem) / pageSize)},
-		mem:      mem,
-		pageSize: pageSize,
-	}, nil
+	return s, nil
 }
 
 func (s *RegionSource) PageSize() int { return s.pageSize }
 
-func (s *RegionSource) Regions() []wire.Region { return []wire.Region{s.region} }
+func (s *RegionSource) Regions() []wire.Region { return s.regions }
 
-// span returns the byte range of count pages from page.
-func (s *RegionSource) span(region uint32, page uint64, count uint64) (off, n int, err error) {
-	if region != s.region.ID {
-		return 0, 0, fmt.Errorf("region %d: %w", region, ErrUnknownRegion)
+// span returns the memory of region and the byte range of count pages from page.
+func (s *RegionSource) span(region uint32, page uint64, count uint64) (mem []byte, off, n int, err error) {
+	mem, ok := s.mems[region]
+	if !ok {
+		return nil, 0, 0, fmt.Errorf("region %d: %w", region, ErrUnknownRegion)
 	}
-	if err := checkRange(s.region.Pages, page, count); err != nil {
-		return 0, 0, fmt.Errorf("region %d: %w", region, err)
+	if err := checkRange(uint64(len(mem)/s.pageSize), page, count); err != nil {
+		return nil, 0, 0, fmt.Errorf("region %d: %w", region, err)
 	}
-	return int(page) * s.pageSize, int(count) * s.pageSize, nil
+	return mem, int(page) * s.pageSize, int(count) * s.pageSize, nil
 }
 
 func (s *RegionSource) ReadPages(region uint32, page uint64, dst []byte) error {
 	if len(dst)%s.pageSize != 0 {
 		return fmt.Errorf("read %d bytes: not a whole number of %d-byte pages: %w", len(dst), s.pageSize, ErrOutOfRange)
 	}
-	off, n, err := s.span(region, page, uint64(len(dst)/s.pageSize))
+	mem, off, n, err := s.span(region, page, uint64(len(dst)/s.pageSize))
 	if err != nil {
 		return err
 	}
-	copy(dst, s.mem[off:off+n])
+	copy(dst, mem[off:off+n])
 	return nil
 }
 
@@ -125,9 +147,9 @@ func (s *RegionSource) Slice(region uint32, page uint64, count int) ([]byte, err
 	if count < 0 {
 		return nil, fmt.Errorf("slice %d pages: %w", count, ErrOutOfRange)
 	}
-	off, n, err := s.span(region, page, uint64(count))
+	mem, off, n, err := s.span(region, page, uint64(count))
 	if err != nil {
 		return nil, err
 	}
-	return s.mem[off : off+n : off+n], nil
+	return mem[off : off+n : off+n], nil
 }

@@ -34,7 +34,8 @@ func newDecoder() *decoder {
 var decoderPool = sync.Pool{New: func() any { return newDecoder() }}
 
 // Decode decodes a frame body: the type byte followed by the msgpack array (a frame without its
-// length prefix). Byte slices in the result (Pages.Hashes, Pages.Data) alias frame.
+// length prefix). Byte slices in the result (Pages.Hashes, Pages.Data, Known.Hashes, Refs.Entries,
+// RoundAck.Rejected) alias frame.
 //
 // Every failure is a *Error carrying the code to send back (CodeMalformed, CodeUnknownType,
 // CodeFrameTooLarge, or CodeOutOfRange for a Request count); its ReqID is set when the failing
@@ -85,6 +86,14 @@ func (dec *decoder) decode(frame []byte, pageSize int) (Message, error) {
 		m, err = dec.push()
 	case TypeFeedback:
 		m, err = dec.feedback()
+	case TypeKnown:
+		m, err = dec.known()
+	case TypeRefs:
+		m, err = dec.refs()
+	case TypeRoundEnd:
+		m, err = dec.roundEnd()
+	case TypeRoundAck:
+		m, err = dec.roundAck()
 	default:
 		return nil, &Error{Code: CodeUnknownType, Message: fmt.Sprintf("unknown frame type %d", uint8(t))}
 	}
@@ -258,6 +267,19 @@ func (dec *decoder) arrayLen(field string, reqID uint64, limit int) (int, error)
 	return n, nil
 }
 
+// bool decodes a msgpack boolean; integers and nil are not booleans.
+func (dec *decoder) bool(field string, reqID uint64) (bool, error) {
+	c, err := dec.d.PeekCode()
+	if err != nil {
+		return false, dec.errf(reqID, "%s: truncated body", field)
+	}
+	if c != msgpcode.True && c != msgpcode.False {
+		return false, dec.errf(reqID, "%s: want bool, got code %#x", field, c)
+	}
+	dec.br.ReadByte()
+	return c == msgpcode.True, nil
+}
+
 // pageList reads an array of at most MaxPagesPerRequest page numbers (u64). An empty array is nil.
 func (dec *decoder) pageList(field string, reqID uint64) ([]uint64, error) {
 	n, err := dec.arrayLen(field, reqID, MaxPagesPerRequest)
@@ -293,14 +315,17 @@ type field struct {
 }
 
 var (
-	helloFields   = []field{{"version_min", math.MaxUint16}, {"version_max", math.MaxUint16}, {"features", math.MaxUint64}, {"channel", math.MaxUint8}}
-	welcomeFields = []field{{"version", math.MaxUint16}, {"features", math.MaxUint64}, {"page_size", math.MaxUint32}}
-	requestFields = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}, {"page", math.MaxUint64}, {"count", math.MaxUint32}, {"priority", math.MaxUint8}}
-	pagesFields   = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}, {"page", math.MaxUint64}, {"count", math.MaxUint32}, {"flags", math.MaxUint8}}
-	errorFields   = []field{{"code", math.MaxUint16}, {"req_id", math.MaxUint64}}
-	dreqFields    = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}}
-	digestFields  = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}, {"algorithm", math.MaxUint8}}
-	pushFields    = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}}
+	helloFields    = []field{{"version_min", math.MaxUint16}, {"version_max", math.MaxUint16}, {"features", math.MaxUint64}, {"channel", math.MaxUint8}}
+	welcomeFields  = []field{{"version", math.MaxUint16}, {"features", math.MaxUint64}, {"page_size", math.MaxUint32}}
+	requestFields  = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}, {"page", math.MaxUint64}, {"count", math.MaxUint32}, {"priority", math.MaxUint8}}
+	pagesFields    = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}, {"page", math.MaxUint64}, {"count", math.MaxUint32}, {"flags", math.MaxUint8}}
+	errorFields    = []field{{"code", math.MaxUint16}, {"req_id", math.MaxUint64}}
+	dreqFields     = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}}
+	digestFields   = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}, {"algorithm", math.MaxUint8}}
+	pushFields     = []field{{"req_id", math.MaxUint64}, {"region", math.MaxUint32}}
+	knownFields    = []field{{"algorithm", math.MaxUint8}, {"first", math.MaxUint64}}
+	refsFields     = []field{{"round", math.MaxUint32}, {"region", math.MaxUint32}}
+	roundEndFields = []field{{"round", math.MaxUint32}, {"pages", math.MaxUint64}, {"refs", math.MaxUint64}}
 )
 
 // uints decodes consecutive unsigned fields into dst. When the first field is req_id, later errors
@@ -335,6 +360,22 @@ func (dec *decoder) hello() (Message, error) {
 	}
 	if m.Client, err = dec.str("client", 0, MaxNameLen); err != nil {
 		return nil, err
+	}
+	// stream and streams (version 3) may be absent: a version 2 Hello must decode, so that the server
+	// can answer it with unsupported_version.
+	if extra > 0 {
+		v, err := dec.uint("stream", 0, math.MaxUint8)
+		if err != nil {
+			return nil, err
+		}
+		m.Stream, extra = uint8(v), extra-1
+	}
+	if extra > 0 {
+		v, err := dec.uint("streams", 0, math.MaxUint8)
+		if err != nil {
+			return nil, err
+		}
+		m.Streams, extra = uint8(v), extra-1
 	}
 	return m, dec.close(extra, 0)
 }
@@ -502,6 +543,72 @@ func (dec *decoder) feedback() (Message, error) {
 		return nil, err
 	}
 	if m.Unused, err = dec.pageList("unused", 0); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, 0)
+}
+
+func (dec *decoder) known() (Message, error) {
+	extra, err := dec.open(4)
+	if err != nil {
+		return nil, err
+	}
+	var v [2]uint64
+	if err := dec.uints(v[:], knownFields); err != nil {
+		return nil, err
+	}
+	m := &Known{Algorithm: uint8(v[0]), First: v[1]}
+	if m.Hashes, err = dec.bin("hashes", 0, MaxPagesPerRequest*maxContentHashLen); err != nil {
+		return nil, err
+	}
+	if m.Done, err = dec.bool("done", 0); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, 0)
+}
+
+func (dec *decoder) refs() (Message, error) {
+	extra, err := dec.open(3)
+	if err != nil {
+		return nil, err
+	}
+	var v [2]uint64
+	if err := dec.uints(v[:], refsFields); err != nil {
+		return nil, err
+	}
+	m := &Refs{Round: uint32(v[0]), Region: uint32(v[1])}
+	if m.Entries, err = dec.bin("entries", 0, MaxPagesPerRequest*RefLen); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, 0)
+}
+
+func (dec *decoder) roundEnd() (Message, error) {
+	extra, err := dec.open(3)
+	if err != nil {
+		return nil, err
+	}
+	var v [3]uint64
+	if err := dec.uints(v[:], roundEndFields); err != nil {
+		return nil, err
+	}
+	return &RoundEnd{Round: uint32(v[0]), Pages: v[1], Refs: v[2]}, dec.close(extra, 0)
+}
+
+func (dec *decoder) roundAck() (Message, error) {
+	extra, err := dec.open(3)
+	if err != nil {
+		return nil, err
+	}
+	round, err := dec.uint("round", 0, math.MaxUint32)
+	if err != nil {
+		return nil, err
+	}
+	m := &RoundAck{Round: uint32(round)}
+	if m.Rejected, err = dec.bin("rejected", 0, MaxRejected*RejectLen); err != nil {
+		return nil, err
+	}
+	if m.Last, err = dec.bool("last", 0); err != nil {
 		return nil, err
 	}
 	return m, dec.close(extra, 0)

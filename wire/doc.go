@@ -1,4 +1,4 @@
-// Package wire implements the pagewarp wire protocol, version 2, as specified in docs/protocol.md:
+// Package wire implements the pagewarp wire protocol, version 3, as specified in docs/protocol.md:
 // length-prefixed frames whose body is a type byte and one msgpack array.
 //
 // The spec comes first; this package follows it. Encoding and decoding use msgpack's low-level

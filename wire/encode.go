@@ -79,13 +79,15 @@ func (enc *encoder) body(m Message) {
 	e := enc.e
 	switch m := m.(type) {
 	case *Hello:
-		e.EncodeArrayLen(6)
+		e.EncodeArrayLen(8)
 		e.EncodeUint(uint64(m.VersionMin))
 		e.EncodeUint(uint64(m.VersionMax))
 		e.EncodeUint(m.Features)
 		e.EncodeUint(uint64(m.Channel))
 		enc.bin(m.Session[:])
 		e.EncodeString(m.Client)
+		e.EncodeUint(uint64(m.Stream))
+		e.EncodeUint(uint64(m.Streams))
 	case *Welcome:
 		e.EncodeArrayLen(5)
 		e.EncodeUint(uint64(m.Version))
@@ -144,6 +146,27 @@ func (enc *encoder) body(m Message) {
 		e.EncodeUint(uint64(m.Region))
 		enc.uints(m.Used)
 		enc.uints(m.Unused)
+	case *Known:
+		e.EncodeArrayLen(4)
+		e.EncodeUint(uint64(m.Algorithm))
+		e.EncodeUint(m.First)
+		enc.bin(m.Hashes)
+		e.EncodeBool(m.Done)
+	case *Refs:
+		e.EncodeArrayLen(3)
+		e.EncodeUint(uint64(m.Round))
+		e.EncodeUint(uint64(m.Region))
+		enc.bin(m.Entries)
+	case *RoundEnd:
+		e.EncodeArrayLen(3)
+		e.EncodeUint(uint64(m.Round))
+		e.EncodeUint(m.Pages)
+		e.EncodeUint(m.Refs)
+	case *RoundAck:
+		e.EncodeArrayLen(3)
+		e.EncodeUint(uint64(m.Round))
+		enc.bin(m.Rejected)
+		e.EncodeBool(m.Last)
 	}
 }
 

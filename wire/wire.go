@@ -3,21 +3,27 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 )
 
 // Version is the protocol version this package speaks. It is the only version: a server and a target
-// both offer exactly [Version, Version] and refuse anything else.
-const Version = 2
+// both offer exactly [Version, Version] and refuse anything else: a version 2 peer gets
+// CodeUnsupportedVersion.
+const Version = 3
 
 // Frame and message limits from docs/protocol.md.
 const (
 	// MaxFrameSize is the largest value of a frame's length field (type byte plus body).
 	MaxFrameSize = 4<<20 + 64<<10
-	// MaxPagesPerRequest bounds Request.Count, Pages.Count, the pages listed in a Push and each of the
-	// two lists of a Feedback.
+	// MaxPagesPerRequest bounds Request.Count, Pages.Count, the pages listed in a Push, each of the
+	// two lists of a Feedback, the hashes of a Known and the entries of a Refs.
 	MaxPagesPerRequest = 1024
 	// MaxRegions bounds the regions listed in a Welcome.
 	MaxRegions = 1024
+	// MaxStreams bounds Hello.Streams: the pre-copy connections of one session.
+	MaxStreams = 16
+	// MaxRejected bounds the entries of one RoundAck.
+	MaxRejected = 65536
 	// MinPageSize and MaxPageSize bound Welcome.PageSize. MaxPageSize is set by MaxFrameSize:
 	// a Pages frame must be able to carry at least one page.
 	MinPageSize = 4096
@@ -30,7 +36,16 @@ const (
 	SessionLen = 16
 	// HashLen is the length of one page hash in Pages.Hashes.
 	HashLen = 8
+	// RefLen is the length of one entry of Refs.Entries (see Ref).
+	RefLen = 32
+	// RejectLen is the length of one entry of RoundAck.Rejected: region u32 and page u64, little-endian.
+	RejectLen = 12
 )
+
+// BaseRegion, as a Ref's SrcRegion, names the target's local base snapshot (the pages it advertised in
+// Known) instead of a migrated region. It is reserved: no Welcome lists a region with this id, and a
+// Refs or a RoundAck entry never names it as the region of a migrated page.
+const BaseRegion uint32 = 0xFFFFFFFF
 
 // Feature bits, negotiated in Hello/Welcome as the intersection of both sides' bits.
 const (
@@ -41,12 +56,17 @@ const (
 	// FeaturePush: the target accepts pushed pages (Push notices and Pages frames with FlagPushed) on
 	// its urgent connection and may send Feedback. A server pushes only when this bit was negotiated.
 	FeaturePush uint64 = 1 << 2
+	// FeaturePrecopy: the server streams pre-copy rounds on precopy channels. A server sets it in the
+	// Welcome of a precopy channel only when it has a pre-copy sender for the session.
+	FeaturePrecopy uint64 = 1 << 3
 )
 
 // Channels, carried in Hello.Channel.
 const (
 	ChannelUrgent uint8 = 0
 	ChannelBulk   uint8 = 1
+	// ChannelPrecopy is one of Hello.Streams pre-copy streams: the server streams rounds to the target.
+	ChannelPrecopy uint8 = 2
 )
 
 // Request priorities, carried in Request.Priority.
@@ -63,13 +83,38 @@ const (
 	FlagLast uint8 = 1 << 1
 	// FlagPushed: the frame is part of a push; its ReqID is that of the Push notice it belongs to.
 	FlagPushed uint8 = 1 << 2
+	// FlagPrecopy: the run belongs to pre-copy round ReqID (which may then be 0). It excludes FlagLast and
+	// FlagPushed.
+	FlagPrecopy uint8 = 1 << 3
 
-	knownFlags = FlagZero | FlagLast | FlagPushed
+	knownFlags = FlagZero | FlagLast | FlagPushed | FlagPrecopy
 )
 
 // DigestXXH3Over64 is Digest.Algorithm 1: the xxh3-128 of the concatenation, in page order, of every
 // page's xxh3-64 hash as 8 little-endian bytes.
 const DigestXXH3Over64 uint8 = 1
+
+// Content hash algorithms, Known.Algorithm: how a target names the content of its base-snapshot pages.
+const (
+	// ContentXXH3128 is the xxh3-128 of the page, 16 bytes, big-endian (high 64 bits first). For inputs
+	// longer than 240 bytes, so for every page, its low 64 bits (the last 8 bytes) are the page's xxh3-64.
+	ContentXXH3128 uint8 = 1
+	// ContentSHA256 is the SHA-256 of the page, 32 bytes.
+	ContentSHA256 uint8 = 2
+
+	maxContentHashLen = 32
+)
+
+// ContentHashLen returns the length of one hash of algorithm alg: 16, 32, or 0 for an unknown algorithm.
+func ContentHashLen(alg uint8) int {
+	switch alg {
+	case ContentXXH3128:
+		return 16
+	case ContentSHA256:
+		return 32
+	}
+	return 0
+}
 
 // Type is a frame's type byte.
 type Type uint8
@@ -86,6 +131,10 @@ const (
 	TypeBye           Type = 8
 	TypePush          Type = 9
 	TypeFeedback      Type = 10
+	TypeKnown         Type = 11
+	TypeRefs          Type = 12
+	TypeRoundEnd      Type = 13
+	TypeRoundAck      Type = 14
 )
 
 var typeNames = [...]string{
@@ -99,6 +148,10 @@ var typeNames = [...]string{
 	TypeBye:           "bye",
 	TypePush:          "push",
 	TypeFeedback:      "feedback",
+	TypeKnown:         "known",
+	TypeRefs:          "refs",
+	TypeRoundEnd:      "round_end",
+	TypeRoundAck:      "round_ack",
 }
 
 func (t Type) String() string {
@@ -124,7 +177,7 @@ const (
 	CodeShutdown           ErrorCode = 9
 	CodeInternal           ErrorCode = 10
 
-	// NumCodes is one more than the highest code defined by version 2, so that an array indexed by
+	// NumCodes is one more than the highest code defined by version 3, so that an array indexed by
 	// ErrorCode can count them.
 	NumCodes = 11
 )
@@ -151,7 +204,8 @@ func (c ErrorCode) String() string {
 }
 
 // Message is one of the protocol's messages: *Hello, *Welcome, *Request, *Pages, *Error,
-// *DigestRequest, *Digest, *Bye, *Push or *Feedback. The set is closed.
+// *DigestRequest, *Digest, *Bye, *Push, *Feedback, *Known, *Refs, *RoundEnd or *RoundAck. The set is
+// closed.
 type Message interface {
 	// Type returns the message's frame type.
 	Type() Type
@@ -160,12 +214,18 @@ type Message interface {
 }
 
 // Hello is the first frame on every connection, target to server.
+//
+// On a precopy channel, Stream numbers the connection among the session's Streams pre-copy
+// connections: 1 <= Streams <= MaxStreams and Stream < Streams. On other channels both are 0. A Hello
+// body with only the six elements of version 2 decodes with both 0.
 type Hello struct {
 	VersionMin, VersionMax uint16
 	Features               uint64
 	Channel                uint8
 	Session                [SessionLen]byte
 	Client                 string
+	Stream                 uint8
+	Streams                uint8
 }
 
 // Welcome is the server's reply to Hello.
@@ -193,7 +253,8 @@ type Request struct {
 	Priority uint8
 }
 
-// Pages carries one run of pages answering a Request or, with FlagPushed, one run of a Push.
+// Pages carries one run of pages answering a Request or, with FlagPushed, one run of a Push or, with
+// FlagPrecopy, one run of pre-copy round ReqID.
 //
 // Hashes holds Count little-endian xxh3-64 hashes (HashLen bytes each) and Data holds Count pages, both
 // empty when Flags has FlagZero. In a message returned by Reader.ReadMessage both alias the reader's
@@ -221,6 +282,9 @@ func (p *Pages) Last() bool { return p.Flags&FlagLast != 0 }
 
 // Pushed reports whether the run is part of a push: ReqID is then the req_id of its Push notice.
 func (p *Pages) Pushed() bool { return p.Flags&FlagPushed != 0 }
+
+// Precopy reports whether the run belongs to a pre-copy round: ReqID is then the round number.
+func (p *Pages) Precopy() bool { return p.Flags&FlagPrecopy != 0 }
 
 // Error is the Error message. It also implements error, so that decoding and validation failures
 // carry the code to send back: a caller gets it with errors.As(err, &werr).
@@ -276,6 +340,110 @@ type Feedback struct {
 	Unused []uint64
 }
 
+// Known advertises, target to server on precopy stream 0 before the first round, the content hashes of
+// the target's local base-snapshot pages First, First+1, ... in order: Len() hashes of
+// ContentHashLen(Algorithm) bytes each, at most MaxPagesPerRequest, possibly none. Done marks the final
+// Known; a target without a base snapshot sends one empty Known with Done. In a decoded message Hashes
+// aliases the frame (or the Reader's buffer).
+type Known struct {
+	Algorithm uint8
+	First     uint64
+	Hashes    []byte
+	Done      bool
+}
+
+// Len returns the number of hashes, 0 for an unknown algorithm.
+func (k *Known) Len() int {
+	n := ContentHashLen(k.Algorithm)
+	if n == 0 {
+		return 0
+	}
+	return len(k.Hashes) / n
+}
+
+// Hash returns the hash of page First+i, aliasing Hashes. It panics if i is out of range, like an index.
+func (k *Known) Hash(i int) []byte {
+	n := ContentHashLen(k.Algorithm)
+	return k.Hashes[i*n : (i+1)*n : (i+1)*n]
+}
+
+// Refs tells the target, server to target on a precopy stream, pages of Region whose content it already
+// holds elsewhere: Entries is Len() entries of RefLen bytes, 1 to MaxPagesPerRequest of them (see Ref).
+// In a decoded message Entries aliases the frame (or the Reader's buffer).
+type Refs struct {
+	Round   uint32
+	Region  uint32
+	Entries []byte
+}
+
+// Ref is one entry of Refs: page Page of the Refs' region has the content of page SrcPage of region
+// SrcRegion (BaseRegion: of the target's base snapshot), whose xxh3-64 is Check. On the wire it is 32
+// bytes, little-endian: page u64, src_region u32, reserved u32 (0), src_page u64, check u64.
+type Ref struct {
+	Page      uint64
+	SrcRegion uint32
+	SrcPage   uint64
+	Check     uint64
+}
+
+// Len returns the number of entries.
+func (r *Refs) Len() int { return len(r.Entries) / RefLen }
+
+// Entry returns the i-th entry. It panics if i is out of range, like an index.
+func (r *Refs) Entry(i int) Ref {
+	b := r.Entries[i*RefLen : (i+1)*RefLen]
+	return Ref{
+		Page:      binary.LittleEndian.Uint64(b[0:]),
+		SrcRegion: binary.LittleEndian.Uint32(b[8:]),
+		SrcPage:   binary.LittleEndian.Uint64(b[16:]),
+		Check:     binary.LittleEndian.Uint64(b[24:]),
+	}
+}
+
+// AppendRef appends e's RefLen-byte wire form to dst, for Refs.Entries.
+func AppendRef(dst []byte, e Ref) []byte {
+	dst = binary.LittleEndian.AppendUint64(dst, e.Page)
+	dst = binary.LittleEndian.AppendUint32(dst, e.SrcRegion)
+	dst = binary.LittleEndian.AppendUint32(dst, 0) // reserved
+	dst = binary.LittleEndian.AppendUint64(dst, e.SrcPage)
+	return binary.LittleEndian.AppendUint64(dst, e.Check)
+}
+
+// RoundEnd follows, server to target on every precopy stream, that stream's last frame of a round: it
+// carried Pages pages (data and zero, in Pages frames with FlagPrecopy) and Refs ref entries for the
+// round, so that the target can tell that nothing was lost.
+type RoundEnd struct {
+	Round uint32
+	Pages uint64
+	Refs  uint64
+}
+
+// RoundAck acknowledges a round, target to server on precopy stream 0, once every stream's RoundEnd for
+// it has arrived and everything is installed. Rejected lists Len() pages, at most MaxRejected, that the
+// target did not install (see AppendReject); they are missing on the target again. Last false means
+// more RoundAck frames for the same round follow. In a decoded message Rejected aliases the frame (or
+// the Reader's buffer).
+type RoundAck struct {
+	Round    uint32
+	Rejected []byte
+	Last     bool
+}
+
+// Len returns the number of rejected pages.
+func (a *RoundAck) Len() int { return len(a.Rejected) / RejectLen }
+
+// Entry returns the i-th rejected page. It panics if i is out of range, like an index.
+func (a *RoundAck) Entry(i int) (region uint32, page uint64) {
+	b := a.Rejected[i*RejectLen : (i+1)*RejectLen]
+	return binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint64(b[4:])
+}
+
+// AppendReject appends the RejectLen-byte wire form of a rejected page to dst, for RoundAck.Rejected.
+func AppendReject(dst []byte, region uint32, page uint64) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, region)
+	return binary.LittleEndian.AppendUint64(dst, page)
+}
+
 func (*Hello) Type() Type         { return TypeHello }
 func (*Welcome) Type() Type       { return TypeWelcome }
 func (*Request) Type() Type       { return TypeRequest }
@@ -286,6 +454,10 @@ func (*Digest) Type() Type        { return TypeDigest }
 func (*Bye) Type() Type           { return TypeBye }
 func (*Push) Type() Type          { return TypePush }
 func (*Feedback) Type() Type      { return TypeFeedback }
+func (*Known) Type() Type         { return TypeKnown }
+func (*Refs) Type() Type          { return TypeRefs }
+func (*RoundEnd) Type() Type      { return TypeRoundEnd }
+func (*RoundAck) Type() Type      { return TypeRoundAck }
 
 // ValidPageSize reports whether n is a page size the protocol allows: a power of two in
 // [MinPageSize, MaxPageSize].
@@ -308,7 +480,16 @@ func (m *Hello) check(int) error {
 	if m.VersionMin > m.VersionMax {
 		return malformed("hello: version_min %d > version_max %d", m.VersionMin, m.VersionMax)
 	}
-	if m.Channel != ChannelUrgent && m.Channel != ChannelBulk {
+	switch m.Channel {
+	case ChannelUrgent, ChannelBulk:
+		if m.Stream != 0 || m.Streams != 0 {
+			return malformed("hello: stream %d of %d on channel %d, want 0 of 0", m.Stream, m.Streams, m.Channel)
+		}
+	case ChannelPrecopy:
+		if m.Streams == 0 || m.Streams > MaxStreams || m.Stream >= m.Streams {
+			return malformed("hello: precopy stream %d of %d, want 1 <= streams <= %d and stream < streams", m.Stream, m.Streams, MaxStreams)
+		}
+	default:
 		return malformed("hello: channel %d", m.Channel)
 	}
 	return checkName("hello: client", m.Client, MaxNameLen)
@@ -322,6 +503,9 @@ func (m *Welcome) check(int) error {
 		return malformed("welcome: %d regions, limit %d", len(m.Regions), MaxRegions)
 	}
 	for i := range m.Regions {
+		if m.Regions[i].ID == BaseRegion {
+			return malformed("welcome: region id %#x is reserved (BaseRegion)", BaseRegion)
+		}
 		if err := checkName("welcome: region name", m.Regions[i].Name, MaxNameLen); err != nil {
 			return err
 		}
@@ -344,14 +528,21 @@ func (m *Request) check(int) error {
 }
 
 func (m *Pages) check(pageSize int) error {
-	if m.ReqID == 0 {
+	if m.Flags&^knownFlags != 0 {
+		return malformed("pages: unknown flags %#x", m.Flags&^knownFlags)
+	}
+	if m.Flags&FlagPrecopy != 0 {
+		if m.Flags&(FlagLast|FlagPushed) != 0 {
+			return malformed("pages: flags %#x: precopy with last or pushed", m.Flags)
+		}
+		if m.ReqID > math.MaxUint32 {
+			return malformed("pages: precopy round %d overflows u32", m.ReqID)
+		}
+	} else if m.ReqID == 0 {
 		return malformed("pages: req_id 0 is reserved")
 	}
 	if m.Count == 0 || m.Count > MaxPagesPerRequest {
 		return malformed("pages: count %d not in [1, %d]", m.Count, MaxPagesPerRequest)
-	}
-	if m.Flags&^knownFlags != 0 {
-		return malformed("pages: unknown flags %#x", m.Flags&^knownFlags)
 	}
 	n := int(m.Count)
 	if m.Flags&FlagZero != 0 {
@@ -421,6 +612,49 @@ func (m *Feedback) check(int) error {
 	}
 	if len(m.Used) == 0 && len(m.Unused) == 0 {
 		return malformed("feedback: used and unused are both empty")
+	}
+	return nil
+}
+
+func (m *Known) check(int) error {
+	n := ContentHashLen(m.Algorithm)
+	if n == 0 {
+		return malformed("known: algorithm %d", m.Algorithm)
+	}
+	if len(m.Hashes)%n != 0 || len(m.Hashes)/n > MaxPagesPerRequest {
+		return malformed("known: hashes are %d bytes, want at most %d hashes of %d bytes", len(m.Hashes), MaxPagesPerRequest, n)
+	}
+	if k := uint64(len(m.Hashes) / n); k > 0 && m.First > math.MaxUint64-(k-1) {
+		return malformed("known: %d pages from %d overflow u64", k, m.First)
+	}
+	return nil
+}
+
+func (m *Refs) check(int) error {
+	if m.Region == BaseRegion {
+		return malformed("refs: region %#x is reserved (BaseRegion)", BaseRegion)
+	}
+	if len(m.Entries)%RefLen != 0 || len(m.Entries) == 0 || len(m.Entries) > MaxPagesPerRequest*RefLen {
+		return malformed("refs: entries are %d bytes, want 1 to %d entries of %d bytes", len(m.Entries), MaxPagesPerRequest, RefLen)
+	}
+	for i := 0; i < len(m.Entries); i += RefLen {
+		if r := binary.LittleEndian.Uint32(m.Entries[i+12:]); r != 0 {
+			return malformed("refs: entry %d: reserved %#x, want 0", i/RefLen, r)
+		}
+	}
+	return nil
+}
+
+func (m *RoundEnd) check(int) error { return nil }
+
+func (m *RoundAck) check(int) error {
+	if len(m.Rejected)%RejectLen != 0 || len(m.Rejected) > MaxRejected*RejectLen {
+		return malformed("round_ack: rejected is %d bytes, want at most %d entries of %d bytes", len(m.Rejected), MaxRejected, RejectLen)
+	}
+	for i := 0; i < len(m.Rejected); i += RejectLen {
+		if binary.LittleEndian.Uint32(m.Rejected[i:]) == BaseRegion {
+			return malformed("round_ack: entry %d: region %#x is reserved (BaseRegion)", i/RejectLen, BaseRegion)
+		}
 	}
 	return nil
 }

@@ -35,8 +35,11 @@ func samples() []Message {
 		&Hello{VersionMin: Version, VersionMax: Version, Features: FeatureZeroPages | FeaturePageHashes | FeaturePush, Channel: ChannelBulk,
 			Session: [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, Client: "pagewarp-test/1"},
 		&Hello{VersionMin: 0, VersionMax: math.MaxUint16, Features: math.MaxUint64, Client: strings.Repeat("c", MaxNameLen)},
+		&Hello{VersionMin: Version, VersionMax: Version, Features: FeatureZeroPages | FeaturePageHashes | FeaturePrecopy,
+			Channel: ChannelPrecopy, Session: [16]byte{9}, Client: "pagewarp-test/1", Stream: 0, Streams: 1},
+		&Hello{VersionMin: Version, VersionMax: Version, Channel: ChannelPrecopy, Stream: MaxStreams - 1, Streams: MaxStreams},
 		&Welcome{Version: Version, Features: FeaturePageHashes | FeaturePush, PageSize: 4096,
-			Regions: []Region{{ID: 0, Name: "mem", Pages: 1 << 20}, {ID: math.MaxUint32, Name: "", Pages: math.MaxUint64}}, Server: "srv"},
+			Regions: []Region{{ID: 0, Name: "mem", Pages: 1 << 20}, {ID: BaseRegion - 1, Name: "", Pages: math.MaxUint64}}, Server: "srv"},
 		&Welcome{Version: Version, PageSize: MaxPageSize},
 		&Request{ReqID: 1, Region: 0, Page: 0, Count: 1, Priority: PriorityDemand},
 		&Request{ReqID: math.MaxUint64, Region: math.MaxUint32, Page: math.MaxUint64, Count: MaxPagesPerRequest, Priority: PriorityBackground},
@@ -47,6 +50,11 @@ func samples() []Message {
 		testPages(1, 4096, FlagPushed),
 		testPages(3, 4096, FlagPushed|FlagLast),
 		testPages(64, 4096, FlagPushed|FlagZero|FlagLast),
+		testPages(2, 4096, FlagPrecopy),
+		testPages(MaxPagesPerRequest, 4096, FlagPrecopy|FlagZero),
+		&Pages{ReqID: 0, Region: 1, Page: 5, Count: 3, Flags: FlagPrecopy | FlagZero},
+		&Pages{ReqID: 0, Count: 1, Flags: FlagPrecopy, Hashes: zeros(HashLen), Data: zeros(4096)},
+		&Pages{ReqID: math.MaxUint32, Region: math.MaxUint32, Page: math.MaxUint64, Count: 1, Flags: FlagPrecopy | FlagZero},
 		&Error{Code: CodeOutOfRange, ReqID: 9, Message: strings.Repeat("e", MaxErrorMessageLen)},
 		&Error{Code: CodeShutdown},
 		&DigestRequest{ReqID: 5, Region: 2},
@@ -59,7 +67,52 @@ func samples() []Message {
 		&Feedback{Region: 3, Used: []uint64{9, 2, 2, math.MaxUint64}, Unused: []uint64{0}},
 		&Feedback{Region: math.MaxUint32, Used: ascending(1<<40, MaxPagesPerRequest)},
 		&Feedback{Unused: ascending(0, MaxPagesPerRequest)},
+		&Known{Algorithm: ContentXXH3128, First: 0, Hashes: pattern(4 * 16)},
+		&Known{Algorithm: ContentSHA256, First: 1 << 40, Hashes: pattern(3 * 32), Done: true},
+		&Known{Algorithm: ContentXXH3128, Done: true},
+		&Known{Algorithm: ContentSHA256, First: math.MaxUint64, Hashes: pattern(32)},
+		&Known{Algorithm: ContentSHA256, First: math.MaxUint64 - (MaxPagesPerRequest - 1), Hashes: pattern(MaxPagesPerRequest * 32), Done: true},
+		&Refs{Round: 0, Region: 0, Entries: refEntries(1)},
+		&Refs{Round: 3, Region: 2, Entries: refEntries(5)},
+		&Refs{Round: math.MaxUint32, Region: BaseRegion - 1, Entries: refEntries(MaxPagesPerRequest)},
+		&RoundEnd{},
+		&RoundEnd{Round: 7, Pages: 1000, Refs: 24},
+		&RoundEnd{Round: math.MaxUint32, Pages: math.MaxUint64, Refs: math.MaxUint64},
+		&RoundAck{Round: 0, Last: true},
+		&RoundAck{Round: 2, Rejected: rejects(3)},
+		&RoundAck{Round: math.MaxUint32, Rejected: rejects(MaxRejected), Last: true},
 	}
+}
+
+// pattern returns n bytes that are not all alike.
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*31 + 1)
+	}
+	return b
+}
+
+// refEntries returns n ref entries, every fourth from the base snapshot.
+func refEntries(n int) []byte {
+	var b []byte
+	for i := range n {
+		e := Ref{Page: uint64(i) << 20, SrcRegion: uint32(i % 3), SrcPage: math.MaxUint64 - uint64(i), Check: 0x0123456789abcdef ^ uint64(i)}
+		if i%4 == 3 {
+			e.SrcRegion = BaseRegion
+		}
+		b = AppendRef(b, e)
+	}
+	return b
+}
+
+// rejects returns n RoundAck entries.
+func rejects(n int) []byte {
+	b := make([]byte, 0, n*RejectLen)
+	for i := range n {
+		b = AppendReject(b, uint32(i%5), uint64(i)<<33|uint64(i))
+	}
+	return b
 }
 
 // ascending returns n consecutive page numbers from first.
@@ -120,7 +173,13 @@ func TestRoundTrip(t *testing.T) {
 func TestEncodeRejectsInvalid(t *testing.T) {
 	for _, m := range []Message{
 		&Hello{VersionMin: 2, VersionMax: 1},
-		&Hello{Channel: 2},
+		&Hello{Channel: ChannelPrecopy},
+		&Hello{Channel: 3},
+		&Hello{Channel: ChannelPrecopy, Stream: 1, Streams: 1},
+		&Hello{Channel: ChannelPrecopy, Streams: MaxStreams + 1},
+		&Hello{Channel: ChannelUrgent, Streams: 1},
+		&Hello{Channel: ChannelBulk, Stream: 1},
+		&Welcome{PageSize: 4096, Regions: []Region{{ID: BaseRegion}}},
 		&Request{ReqID: 1, Count: 0},
 		&Request{ReqID: 0, Count: 1},
 		&Pages{ReqID: 1, Count: 1, Hashes: make([]byte, 8), Data: make([]byte, 100)},
@@ -128,7 +187,27 @@ func TestEncodeRejectsInvalid(t *testing.T) {
 		&Welcome{PageSize: 8 << 20},
 		&Bye{Reason: strings.Repeat("x", 257)},
 		&Pages{ReqID: 1, Count: 2, Hashes: make([]byte, 16), Data: make([]byte, 2*4<<20)},
-		&Pages{ReqID: 1, Count: 1, Flags: FlagZero | 1<<3},
+		&Pages{ReqID: 1, Count: 1, Flags: FlagZero | 1<<4},
+		&Pages{ReqID: 0, Count: 1, Flags: FlagZero},
+		&Pages{ReqID: 1, Count: 1, Flags: FlagZero | FlagPrecopy | FlagLast},
+		&Pages{ReqID: 1, Count: 1, Flags: FlagZero | FlagPrecopy | FlagPushed},
+		&Pages{ReqID: 1 << 32, Count: 1, Flags: FlagZero | FlagPrecopy},
+		&Known{Algorithm: 0},
+		&Known{Algorithm: 3, Done: true},
+		&Known{Algorithm: ContentXXH3128, Hashes: zeros(15)},
+		&Known{Algorithm: ContentSHA256, Hashes: zeros(16)},
+		&Known{Algorithm: ContentXXH3128, Hashes: zeros((MaxPagesPerRequest + 1) * 16)},
+		&Known{Algorithm: ContentXXH3128, First: math.MaxUint64, Hashes: zeros(2 * 16)},
+		&Refs{},
+		&Refs{Entries: []byte{}},
+		&Refs{Entries: zeros(RefLen - 1)},
+		&Refs{Entries: zeros(RefLen + 1)},
+		&Refs{Entries: refEntries(MaxPagesPerRequest + 1)},
+		&Refs{Region: BaseRegion, Entries: refEntries(1)},
+		&Refs{Entries: withReserved(refEntries(2), 1, 1)},
+		&RoundAck{Rejected: zeros(RejectLen - 1)},
+		&RoundAck{Rejected: rejects(MaxRejected + 1)},
+		&RoundAck{Rejected: AppendReject(nil, BaseRegion, 0)},
 		&Push{ReqID: 0, Pages: []uint64{1}},
 		&Push{ReqID: 1},
 		&Push{ReqID: 1, Pages: []uint64{}},
@@ -199,7 +278,7 @@ func TestDecodeErrors(t *testing.T) {
 	}{
 		{"empty", nil, CodeMalformed, 0},
 		{"unknown type 0", []byte{0, 0x90}, CodeUnknownType, 0},
-		{"unknown type 11", body(11).arr(0).bytes(), CodeUnknownType, 0},
+		{"unknown type 15", body(15).arr(0).bytes(), CodeUnknownType, 0},
 		{"unknown type 255", []byte{255}, CodeUnknownType, 0},
 		{"no body", []byte{byte(TypeBye)}, CodeMalformed, 0},
 		{"body not an array", body(TypeBye).str("x").bytes(), CodeMalformed, 0},
@@ -251,7 +330,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"region not array", body(TypeWelcome).arr(5).u(1).u(0).u(4096).arr(1).u(0).str("").bytes(), CodeMalformed, 0},
 		{"pages count 0", pagesHdr(0).u(uint64(FlagZero)).bin(nil).bin(nil).bytes(), CodeMalformed, 4},
 		{"pages count 1025", pagesHdr(1025).u(uint64(FlagZero)).bin(nil).bin(nil).bytes(), CodeMalformed, 4},
-		{"pages unknown flags", pagesHdr(1).u(8).bin(zeros(8)).bin(zeros(4096)).bytes(), CodeMalformed, 4},
+		{"pages unknown flags", pagesHdr(1).u(16).bin(zeros(8)).bin(zeros(4096)).bytes(), CodeMalformed, 4},
 		{"pages unknown flags with pushed", pagesHdr(1).u(uint64(FlagPushed | 1<<7)).bin(zeros(8)).bin(zeros(4096)).bytes(), CodeMalformed, 4},
 		{"pages hashes short", pagesHdr(2).u(0).bin(zeros(8)).bin(zeros(8192)).bytes(), CodeMalformed, 4},
 		{"pages data length mismatch", pagesHdr(1).u(0).bin(zeros(8)).bin(zeros(100)).bytes(), CodeMalformed, 4},
@@ -373,44 +452,64 @@ func TestErrorCodeNames(t *testing.T) {
 	}
 }
 
-// TestVersion2 pins the numbers docs/protocol.md gives version 2.
-func TestVersion2(t *testing.T) {
-	if Version != 2 {
-		t.Errorf("Version = %d, want 2", Version)
+// TestVersion3 pins the numbers docs/protocol.md gives version 3.
+func TestVersion3(t *testing.T) {
+	if Version != 3 {
+		t.Errorf("Version = %d, want 3", Version)
 	}
-	if FeatureZeroPages != 1 || FeaturePageHashes != 2 || FeaturePush != 4 {
-		t.Errorf("feature bits %d %d %d", FeatureZeroPages, FeaturePageHashes, FeaturePush)
+	if FeatureZeroPages != 1 || FeaturePageHashes != 2 || FeaturePush != 4 || FeaturePrecopy != 8 {
+		t.Errorf("feature bits %d %d %d %d", FeatureZeroPages, FeaturePageHashes, FeaturePush, FeaturePrecopy)
 	}
-	if FlagZero != 1 || FlagLast != 2 || FlagPushed != 4 || knownFlags != 7 {
-		t.Errorf("flags %d %d %d, known %#x", FlagZero, FlagLast, FlagPushed, knownFlags)
+	if FlagZero != 1 || FlagLast != 2 || FlagPushed != 4 || FlagPrecopy != 8 || knownFlags != 15 {
+		t.Errorf("flags %d %d %d %d, known %#x", FlagZero, FlagLast, FlagPushed, FlagPrecopy, knownFlags)
+	}
+	if ChannelUrgent != 0 || ChannelBulk != 1 || ChannelPrecopy != 2 || MaxStreams != 16 {
+		t.Errorf("channels %d %d %d, max streams %d", ChannelUrgent, ChannelBulk, ChannelPrecopy, MaxStreams)
+	}
+	if ContentXXH3128 != 1 || ContentSHA256 != 2 || BaseRegion != 0xFFFFFFFF || RefLen != 32 || RejectLen != 12 || MaxRejected != 65536 {
+		t.Errorf("content %d %d, base region %#x, ref %d, reject %d, max rejected %d",
+			ContentXXH3128, ContentSHA256, BaseRegion, RefLen, RejectLen, MaxRejected)
 	}
 	want := []string{"type(0)", "hello", "welcome", "request", "pages", "error", "digest_request", "digest", "bye",
-		"push", "feedback", "type(11)"}
+		"push", "feedback", "known", "refs", "round_end", "round_ack", "type(15)"}
 	for i, w := range want {
 		if got := Type(i).String(); got != w {
 			t.Errorf("Type(%d) = %q, want %q", i, got, w)
 		}
 	}
-	if (&Push{}).Type() != 9 || (&Feedback{}).Type() != 10 {
-		t.Errorf("Push is type %d, Feedback %d", (&Push{}).Type(), (&Feedback{}).Type())
+	for _, tc := range []struct {
+		m    Message
+		want Type
+	}{{&Push{}, 9}, {&Feedback{}, 10}, {&Known{}, 11}, {&Refs{}, 12}, {&RoundEnd{}, 13}, {&RoundAck{}, 14}} {
+		if got := tc.m.Type(); got != tc.want {
+			t.Errorf("%T is type %d, want %d", tc.m, got, tc.want)
+		}
+	}
+	// Every limit fits a frame: the largest Known, Refs and RoundAck are far below MaxFrameSize.
+	for _, n := range []int{MaxPagesPerRequest * maxContentHashLen, MaxPagesPerRequest * RefLen, MaxRejected * RejectLen} {
+		if n+64 > MaxFrameSize {
+			t.Errorf("a %d-byte list does not fit a frame", n)
+		}
 	}
 }
 
 func TestPagesFlags(t *testing.T) {
 	for _, tc := range []struct {
-		flags              uint8
-		zero, last, pushed bool
+		flags                       uint8
+		zero, last, pushed, precopy bool
 	}{
-		{0, false, false, false},
-		{FlagZero, true, false, false},
-		{FlagLast, false, true, false},
-		{FlagPushed, false, false, true},
-		{FlagPushed | FlagLast, false, true, true},
-		{FlagZero | FlagLast | FlagPushed, true, true, true},
+		{0, false, false, false, false},
+		{FlagZero, true, false, false, false},
+		{FlagLast, false, true, false, false},
+		{FlagPushed, false, false, true, false},
+		{FlagPushed | FlagLast, false, true, true, false},
+		{FlagZero | FlagLast | FlagPushed, true, true, true, false},
+		{FlagPrecopy, false, false, false, true},
+		{FlagPrecopy | FlagZero, true, false, false, true},
 	} {
 		p := &Pages{Flags: tc.flags}
-		if p.Zero() != tc.zero || p.Last() != tc.last || p.Pushed() != tc.pushed {
-			t.Errorf("flags %#x: Zero %v Last %v Pushed %v", tc.flags, p.Zero(), p.Last(), p.Pushed())
+		if p.Zero() != tc.zero || p.Last() != tc.last || p.Pushed() != tc.pushed || p.Precopy() != tc.precopy {
+			t.Errorf("flags %#x: Zero %v Last %v Pushed %v Precopy %v", tc.flags, p.Zero(), p.Last(), p.Pushed(), p.Precopy())
 		}
 	}
 }
@@ -419,18 +518,6 @@ func TestPagesFlags(t *testing.T) {
 // 4 Gi entries: the claim is refused before anything is allocated for it, and a list at the limit
 // allocates its 8 KiB once.
 func TestPageListsCheckedBeforeAllocation(t *testing.T) {
-	bytesPerDecode := func(frame []byte) uint64 {
-		const runs = 200
-		Decode(frame) // warm the decoder pool
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		for range runs {
-			Decode(frame)
-		}
-		runtime.ReadMemStats(&after)
-		return (after.TotalAlloc - before.TotalAlloc) / runs
-	}
 	for _, tc := range []struct {
 		name  string
 		frame []byte
@@ -461,6 +548,20 @@ func TestPagesHash(t *testing.T) {
 	if p.Hash(0) != 1 || p.Hash(1) != 0xdeadbeef {
 		t.Fatalf("Hash = %#x %#x", p.Hash(0), p.Hash(1))
 	}
+}
+
+// bytesPerDecode returns the bytes Decode(frame) allocates, averaged over 200 calls.
+func bytesPerDecode(frame []byte) uint64 {
+	const runs = 200
+	Decode(frame) // warm the decoder pool
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range runs {
+		Decode(frame)
+	}
+	runtime.ReadMemStats(&after)
+	return (after.TotalAlloc - before.TotalAlloc) / runs
 }
 
 func readerCode(t *testing.T, r *Reader) ErrorCode {

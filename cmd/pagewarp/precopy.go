@@ -1,0 +1,156 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pagewarp/pagewarp/bench"
+	"github.com/pagewarp/pagewarp/precopy"
+)
+
+func newBenchPrecopyCmd(g *globals) *cobra.Command {
+	var (
+		workloads []string
+		streams   []int
+		filters   []string
+		size      string
+		threads   int
+		rounds    int
+		interval  time.Duration
+		rate      float64
+		track     string
+		hash      string
+		seed      int64
+		asJSON    bool
+		from      string
+	)
+	cmd := &cobra.Command{
+		Use:   "precopy [--json]",
+		Short: "Pre-copy rounds of live write workloads: filter, zero/duplicate pages, streams",
+		Long: `precopy pre-copies a live region over loopback once per write workload, hash-filter
+setting and stream count, while the workload writes to it with several threads: round 0,
+then --rounds rounds started every --interval, then the switch (the workload pauses, the
+pages written since the last round are dropped on the target and post-copy fetches them)
+and a byte-for-byte check of the target's copy. It reports per run the pages dirty,
+fake dirty (skipped by the hash filter), zero, duplicate, sent and rejected (torn), the
+bytes sent, round 0's throughput, and memcpy's throughput measured in the same run.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if from != "" {
+				b, err := os.ReadFile(from)
+				if err != nil {
+					return err
+				}
+				var rep bench.PrecopyReport
+				if err := json.Unmarshal(b, &rep); err != nil {
+					return fmt.Errorf("--from %s: %w", from, err)
+				}
+				return finishPrecopy(g, &rep, asJSON)
+			}
+			sz, err := bench.ParseSize(size)
+			if err != nil {
+				return fmt.Errorf("--size: %w", err)
+			}
+			var fs []bool
+			for _, f := range filters {
+				switch f {
+				case "on":
+					fs = append(fs, true)
+				case "off":
+					fs = append(fs, false)
+				default:
+					return fmt.Errorf("--filters %q: want on, off or on,off", f)
+				}
+			}
+			h, err := precopy.ParseHashAlg(hash)
+			if err != nil {
+				return fmt.Errorf("--hash: %w", err)
+			}
+			mode, err := precopy.ParseTrackMode(track)
+			if err != nil {
+				return fmt.Errorf("--track: %w", err)
+			}
+			if threads < 1 || rounds < 1 || interval <= 0 || rate < 0 {
+				return fmt.Errorf("--threads %d, --rounds %d, --interval %v, --rate %v: want positive values", threads, rounds, interval, rate)
+			}
+			var log io.Writer = g.stderr
+			if !asJSON {
+				log = g.stdout
+			}
+			rep, err := bench.Precopy(cmd.Context(), bench.PrecopyConfig{
+				Workloads: workloads, Size: sz, Threads: threads, Streams: streams, Filters: fs,
+				Rounds: rounds, Interval: interval, Rate: rate, Track: mode, Hash: h, Seed: seed, Log: log,
+			})
+			if err != nil {
+				return err
+			}
+			return finishPrecopy(g, rep, asJSON)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&workloads, "workloads", nil, "write workloads (default: all of "+strings.Join(bench.MutatorNames, ", ")+")")
+	f.IntSliceVar(&streams, "streams", []int{1, 2, 4}, "pre-copy stream counts to compare")
+	f.StringSliceVar(&filters, "filters", []string{"on", "off"}, "hash filter settings to compare")
+	f.StringVar(&size, "size", "256MiB", "region size")
+	f.IntVar(&threads, "threads", 2, "threads writing the region")
+	f.IntVar(&rounds, "rounds", 4, "rounds after round 0")
+	f.DurationVar(&interval, "interval", 100*time.Millisecond, "time from one round's start to the next")
+	f.Float64Var(&rate, "rate", 20000, "steps per second per thread of the paced workloads (runaway is never paced)")
+	f.StringVar(&track, "track", "auto", "dirty tracking: auto, wp-async, wp-sync or rehash")
+	f.StringVar(&hash, "hash", "xxh3", "content hash for the filter and duplicates: xxh3 or sha256")
+	f.Int64Var(&seed, "seed", 1, "workload seed")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object {\"results\": [...], \"setup\": {...}}")
+	f.StringVar(&from, "from", "", "do not run: print the report saved by an earlier --json run")
+	return cmd
+}
+
+func finishPrecopy(g *globals, rep *bench.PrecopyReport, asJSON bool) error {
+	if asJSON {
+		return printJSON(g.stdout, rep)
+	}
+	printPrecopyTable(g.stdout, rep)
+	return nil
+}
+
+func printPrecopyTable(w io.Writer, rep *bench.PrecopyReport) {
+	s := rep.Setup
+	fmt.Fprintf(w, "\nprecopy: %d pages of %d bytes, %d writer threads at %.0f steps/s (runaway unpaced), rounds every %s, tracking %s, hash %s, %s, %d CPUs\n",
+		s.Pages, s.PageSize, s.Threads, s.Rate, s.Interval, s.Track, s.Hash, s.Link, s.CPUs)
+	fmt.Fprintf(w, "memcpy %.2f GB/s\n", s.MemcpyGbps)
+	fmt.Fprintf(w, "%-9s %-6s %7s %6s %9s %9s %8s %8s %8s %10s %7s %7s %8s %s\n",
+		"workload", "filter", "streams", "rounds", "dirty", "fake", "zero", "dup", "rejected", "sent", "r0 GB/s", "r0/mcpy", "trk+hash", "ok")
+	for _, r := range rep.Results {
+		fmt.Fprintf(w, "%-9s %-6v %7d %6d %9d %9d %8d %8d %8d %10s %7.2f %7.2f %7.1f%% %v\n",
+			r.Workload, r.Filter, r.Streams, r.Rounds, r.PagesDirty, r.PagesFakeDirty, r.PagesZero, r.PagesDup, r.PagesRejected,
+			bench.FormatSize(int64(r.BytesSent)), r.Gbps, r.Gbps/s.MemcpyGbps, 100*r.TrackHashShare, r.ResultOK)
+	}
+	// The filter comparison: later-round bytes per dirty page, on over off.
+	type key struct {
+		w string
+		n int
+	}
+	off := map[key]float64{}
+	for _, r := range rep.Results {
+		if !r.Filter {
+			off[key{r.Workload, r.Streams}] = r.LaterBytesPerDirty
+		}
+	}
+	first := true
+	for _, r := range rep.Results {
+		o := off[key{r.Workload, r.Streams}]
+		if !r.Filter || o == 0 {
+			continue
+		}
+		if first {
+			fmt.Fprintf(w, "\nlater rounds, bytes per dirty page with the filter over without:\n")
+			first = false
+		}
+		fmt.Fprintf(w, "  %-9s streams=%d  %.3f\n", r.Workload, r.Streams, r.LaterBytesPerDirty/o)
+	}
+}
