@@ -26,7 +26,7 @@ type PrecopyConfig struct {
 	Threads   int      // mutator threads (default 2)
 	Streams   []int    // pre-copy stream counts (default 1, 2, 4)
 	Filters   []bool   // hash filter settings (default on and off)
-	Rounds    int      // rounds after round 0 (default 4)
+	Rounds    int      // rounds after round 0 (default 6)
 	// Interval is the time from one round's start to the next's (default
 	// 100 ms), so that rounds see the same amount of writing whatever the
 	// filter makes them cost. A round longer than Interval is followed at
@@ -62,19 +62,35 @@ type PrecopyResult struct {
 	Round0Bytes   uint64  `json:"round0_bytes"`
 	Round0Seconds float64 `json:"round0_seconds"`
 	Gbps          float64 `json:"gbps"`
-	// Later rounds (1..): pages dirty and bytes sent; the filter comparison
-	// uses bytes per dirty page, which does not depend on how many pages
-	// the mutator happened to dirty between rounds.
-	LaterDirty         uint64  `json:"later_pages_dirty"`
-	LaterBytes         uint64  `json:"later_bytes_sent"`
-	LaterBytesPerDirty float64 `json:"later_bytes_per_dirty"`
+	// Round 0 over the region: pages looked at (sent, zero, duplicate,
+	// known) times the page size per second, which counts what the markers
+	// and references spared the wire.
+	EffectiveGbps float64 `json:"effective_gbps"`
+	// Later rounds (1..): pages dirty and bytes sent.
+	LaterDirty uint64 `json:"later_pages_dirty"`
+	LaterBytes uint64 `json:"later_bytes_sent"`
+	// Steady rounds (2..): bytes sent per dirty page, what the filter
+	// comparison uses (it does not depend on how many pages the workload
+	// happened to dirty between rounds). Round 1 is left out: besides the
+	// workload's steady writes it also reports the writes that landed
+	// during round 0 before their page was hashed, which the filter skips
+	// too, so its fake-dirty share is higher than the workload's.
+	SteadyDirty         uint64  `json:"steady_pages_dirty"`
+	SteadyFakeDirty     uint64  `json:"steady_pages_fake_dirty"`
+	SteadyBytesPerDirty float64 `json:"steady_bytes_per_dirty"`
 	// TrackHashShare is tracking plus hashing time over round time, all
 	// rounds (hashing summed over workers).
 	TrackHashShare float64 `json:"track_hash_share"`
 	// PostcopyPages is what post-copy fetched after the switch: the pages
 	// written since the last round (and nothing pre-copy had delivered).
-	PendingPages  uint64               `json:"pending_pages"`
-	PostcopyPages uint64               `json:"postcopy_pages"`
+	PendingPages  uint64 `json:"pending_pages"`
+	PostcopyPages uint64 `json:"postcopy_pages"`
+	// MissingAfter is what the target lacked after the drop: post-copy
+	// must fetch exactly these.
+	MissingAfter uint64 `json:"missing_after_switch"`
+	// FirstMismatch is the first page whose content differs between the
+	// target and the source after the migration (-1: none).
+	FirstMismatch int64                `json:"first_mismatch"`
 	ResultOK      bool                 `json:"result_ok"`
 	RoundStats    []precopy.RoundStats `json:"round_stats"`
 	MemcpyGbps    float64              `json:"memcpy_gbps"`
@@ -150,7 +166,7 @@ func Precopy(ctx context.Context, cfg PrecopyConfig) (*PrecopyReport, error) {
 		cfg.Filters = []bool{true, false}
 	}
 	if cfg.Rounds <= 0 {
-		cfg.Rounds = 4
+		cfg.Rounds = 6
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 100 * time.Millisecond
@@ -344,10 +360,20 @@ func precopyRun(ctx context.Context, cfg PrecopyConfig, name string, filter bool
 	r := &out.PrecopyResult
 	r.Workload, r.Filter, r.Streams, r.Rounds = name, filter, streams, len(out.RoundStats)
 	r.PendingPages = uint64(len(pending[0]))
-	r.PostcopyPages = hs.DemandPages + hs.BackgroundPages + hs.PushedPages
-	r.ResultOK = bytes.Equal(h.Memory(), mem) && r.PostcopyPages == missing &&
-		Checksum(h.Memory(), state) == Checksum(mem, state)
+	r.PostcopyPages = hs.DemandPages + hs.BackgroundPages + hs.PushedPages + hs.ZeroPages
+	r.MissingAfter = missing
+	r.FirstMismatch = -1
+	if !bytes.Equal(h.Memory(), mem) {
+		for p := 0; p < pages; p++ {
+			if !bytes.Equal(h.Memory()[p*ps:(p+1)*ps], mem[p*ps:(p+1)*ps]) {
+				r.FirstMismatch = int64(p)
+				break
+			}
+		}
+	}
+	r.ResultOK = r.FirstMismatch < 0 && r.PostcopyPages == missing && Checksum(h.Memory(), state) == Checksum(mem, state)
 	var track, dur time.Duration
+	var steadyBytes uint64
 	for i, st := range out.RoundStats {
 		r.PagesDirty += st.Dirty
 		r.PagesFakeDirty += st.FakeDirty
@@ -359,17 +385,26 @@ func precopyRun(ctx context.Context, cfg PrecopyConfig, name string, filter bool
 		r.BytesSent += st.Bytes
 		track += st.TrackTime + st.HashTime
 		dur += st.Duration
-		if i == 0 {
+		switch {
+		case i == 0:
 			r.Round0Bytes = st.Bytes
 			r.Round0Seconds = st.Duration.Seconds()
 			r.Gbps = st.WireGbps()
-		} else {
+			if st.Duration > 0 {
+				r.EffectiveGbps = float64((st.Sent+st.Zero+st.Dup+st.Known)*uint64(ps)) / st.Duration.Seconds() / 1e9
+			}
+		default:
 			r.LaterDirty += st.Dirty
 			r.LaterBytes += st.Bytes
 		}
+		if i >= 2 {
+			r.SteadyDirty += st.Dirty
+			r.SteadyFakeDirty += st.FakeDirty
+			steadyBytes += st.Bytes
+		}
 	}
-	if r.LaterDirty > 0 {
-		r.LaterBytesPerDirty = float64(r.LaterBytes) / float64(r.LaterDirty)
+	if r.SteadyDirty > 0 {
+		r.SteadyBytesPerDirty = float64(steadyBytes) / float64(r.SteadyDirty)
 	}
 	if dur > 0 {
 		r.TrackHashShare = float64(track) / float64(dur)

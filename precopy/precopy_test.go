@@ -174,7 +174,7 @@ func (rg *rig) finish(t *testing.T) []uint64 {
 			t.Fatalf("region %d post-copy: %v", i, err)
 		}
 		st := h.Stats()
-		got := st.DemandPages + st.BackgroundPages + st.PushedPages
+		got := st.DemandPages + st.BackgroundPages + st.PushedPages + st.ZeroPages
 		if got != missing {
 			t.Errorf("region %d: post-copy fetched %d pages, %d were missing after pre-copy", i, got, missing)
 		}

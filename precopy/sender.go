@@ -44,8 +44,8 @@ type SenderConfig struct {
 	// large enough for one writev to stream, small enough to spread
 	// over streams).
 	FramePages int
-	// HashWorkers is the number of goroutines hashing pages (default
-	// GOMAXPROCS).
+	// HashWorkers is the number of goroutines hashing pages (default: the
+	// CPUs this process may run on; each holds a thread while it hashes).
 	HashWorkers int
 	// WriteTimeout bounds each frame write (default 30s).
 	WriteTimeout time.Duration
@@ -66,7 +66,7 @@ func (c *SenderConfig) setDefaults() {
 		c.FramePages = wire.MaxPagesPerRequest
 	}
 	if c.HashWorkers <= 0 {
-		c.HashWorkers = runtime.GOMAXPROCS(0)
+		c.HashWorkers = min(runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 30 * time.Second
@@ -117,7 +117,7 @@ type Sender struct {
 	cfg     SenderConfig
 	regions []*sregion
 	byID    map[uint32]*sregion
-	index   map[Sum]holder
+	index   contentIndex
 	zeroSum Sum
 
 	mu          sync.Mutex
@@ -165,13 +165,17 @@ func NewSender(regions []Region, cfg SenderConfig) (*Sender, error) {
 	s := &Sender{
 		cfg:    cfg,
 		byID:   make(map[uint32]*sregion),
-		index:  make(map[Sum]holder),
 		known:  make(chan struct{}),
 		ready:  make(chan struct{}),
 		failed: make(chan struct{}),
 		acks:   make(chan *wire.RoundAck, 16),
 	}
 	s.zeroSum, _ = sumPage(cfg.Hash, make([]byte, cfg.PageSize))
+	total := 0
+	for _, r := range regions {
+		total += len(r.Mem) / cfg.PageSize
+	}
+	s.index = newContentIndex(total)
 	for _, r := range regions {
 		if len(r.Mem) == 0 || len(r.Mem)%cfg.PageSize != 0 {
 			return nil, fmt.Errorf("region %d: %d bytes is not a whole number of %d-byte pages", r.ID, len(r.Mem), cfg.PageSize)
@@ -301,9 +305,7 @@ func (s *Sender) addKnown(k *wire.Known) error {
 		if sum == s.zeroSum {
 			continue // zero pages travel as markers anyway
 		}
-		if _, ok := s.index[sum]; !ok {
-			s.index[sum] = holder{region: wire.BaseRegion, page: k.First + uint64(i)}
-		}
+		s.index.add(sum, holder{region: wire.BaseRegion, page: k.First + uint64(i)})
 	}
 	s.baseKnown += uint64(k.Len())
 	s.mu.Unlock()
@@ -755,9 +757,7 @@ func (s *Sender) classify(b *batch, st *RoundStats) {
 		}
 		// The target's page p changes from old to sum: p no longer holds old.
 		if had {
-			if h, ok := s.index[old]; ok && h.region == r.ID && h.page == p {
-				delete(s.index, old)
-			}
+			s.index.forget(old, holder{region: r.ID, page: p})
 		}
 		r.held[p] = sum
 		r.heldOK.set(p)
@@ -766,7 +766,7 @@ func (s *Sender) classify(b *batch, st *RoundStats) {
 			add(i, true)
 			continue
 		}
-		if h, ok := s.index[sum]; ok && !s.cfg.NoDedup && s.refOK(h, r.ID, p) {
+		if h, ok := s.index.get(sum); ok && !s.cfg.NoDedup && s.refOK(h, r.ID, p) {
 			flush()
 			if b.refs == nil {
 				b.refs = make([]byte, 0, len(b.pages)*wire.RefLen)
@@ -780,7 +780,7 @@ func (s *Sender) classify(b *batch, st *RoundStats) {
 			}
 			continue
 		}
-		s.index[sum] = holder{region: r.ID, page: p}
+		s.index.put(sum, holder{region: r.ID, page: p})
 		st.Sent++
 		add(i, false)
 	}
@@ -858,9 +858,7 @@ func (s *Sender) awaitAck(ctx context.Context, st *RoundStats) error {
 					return fmt.Errorf("target rejected page %d of region %d, which this sender does not have", p, id)
 				}
 				if r.heldOK.has(p) {
-					if h, ok := s.index[r.held[p]]; ok && h.region == id && h.page == p {
-						delete(s.index, r.held[p])
-					}
+					s.index.forget(r.held[p], holder{region: id, page: p})
 					r.heldOK.unset(p)
 				}
 				r.carry = append(r.carry, p)

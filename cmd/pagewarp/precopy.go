@@ -99,7 +99,7 @@ bytes sent, round 0's throughput, and memcpy's throughput measured in the same r
 	f.StringSliceVar(&filters, "filters", []string{"on", "off"}, "hash filter settings to compare")
 	f.StringVar(&size, "size", "256MiB", "region size")
 	f.IntVar(&threads, "threads", 2, "threads writing the region")
-	f.IntVar(&rounds, "rounds", 4, "rounds after round 0")
+	f.IntVar(&rounds, "rounds", 6, "rounds after round 0 (the filter comparison uses rounds 2 and later)")
 	f.DurationVar(&interval, "interval", 100*time.Millisecond, "time from one round's start to the next")
 	f.Float64Var(&rate, "rate", 20000, "steps per second per thread of the paced workloads (runaway is never paced)")
 	f.StringVar(&track, "track", "auto", "dirty tracking: auto, wp-async, wp-sync or rehash")
@@ -123,13 +123,14 @@ func printPrecopyTable(w io.Writer, rep *bench.PrecopyReport) {
 	fmt.Fprintf(w, "\nprecopy: %d pages of %d bytes, %d writer threads at %.0f steps/s (runaway unpaced), rounds every %s, tracking %s, hash %s, %s, %d CPUs\n",
 		s.Pages, s.PageSize, s.Threads, s.Rate, s.Interval, s.Track, s.Hash, s.Link, s.CPUs)
 	fmt.Fprintf(w, "memcpy %.2f GB/s\n", s.MemcpyGbps)
-	fmt.Fprintf(w, "%-9s %-6s %7s %6s %9s %9s %8s %8s %8s %10s %7s %7s %8s %s\n",
-		"workload", "filter", "streams", "rounds", "dirty", "fake", "zero", "dup", "rejected", "sent", "r0 GB/s", "r0/mcpy", "trk+hash", "ok")
+	fmt.Fprintf(w, "%-9s %-6s %7s %6s %9s %9s %8s %8s %8s %10s %7s %7s %7s %8s %s\n",
+		"workload", "filter", "streams", "rounds", "dirty", "fake", "zero", "dup", "rejected", "sent", "r0 GB/s", "r0/mcpy", "r0 eff", "trk+hash", "ok")
 	for _, r := range rep.Results {
-		fmt.Fprintf(w, "%-9s %-6v %7d %6d %9d %9d %8d %8d %8d %10s %7.2f %7.2f %7.1f%% %v\n",
+		fmt.Fprintf(w, "%-9s %-6v %7d %6d %9d %9d %8d %8d %8d %10s %7.2f %7.2f %7.2f %7.1f%% %v\n",
 			r.Workload, r.Filter, r.Streams, r.Rounds, r.PagesDirty, r.PagesFakeDirty, r.PagesZero, r.PagesDup, r.PagesRejected,
-			bench.FormatSize(int64(r.BytesSent)), r.Gbps, r.Gbps/s.MemcpyGbps, 100*r.TrackHashShare, r.ResultOK)
+			bench.FormatSize(int64(r.BytesSent)), r.Gbps, r.Gbps/s.MemcpyGbps, r.EffectiveGbps, 100*r.TrackHashShare, r.ResultOK)
 	}
+	fmt.Fprintf(w, "r0 GB/s: round 0's bytes on the wire per second; r0 eff: region bytes covered (data, zero, references) per second\n")
 	// The filter comparison: later-round bytes per dirty page, on over off.
 	type key struct {
 		w string
@@ -138,7 +139,7 @@ func printPrecopyTable(w io.Writer, rep *bench.PrecopyReport) {
 	off := map[key]float64{}
 	for _, r := range rep.Results {
 		if !r.Filter {
-			off[key{r.Workload, r.Streams}] = r.LaterBytesPerDirty
+			off[key{r.Workload, r.Streams}] = r.SteadyBytesPerDirty
 		}
 	}
 	first := true
@@ -148,9 +149,13 @@ func printPrecopyTable(w io.Writer, rep *bench.PrecopyReport) {
 			continue
 		}
 		if first {
-			fmt.Fprintf(w, "\nlater rounds, bytes per dirty page with the filter over without:\n")
+			fmt.Fprintf(w, "\nrounds 2 and later, bytes per dirty page with the filter over without (and the share of dirty pages found fake):\n")
 			first = false
 		}
-		fmt.Fprintf(w, "  %-9s streams=%d  %.3f\n", r.Workload, r.Streams, r.LaterBytesPerDirty/o)
+		share := 0.0
+		if r.SteadyDirty > 0 {
+			share = float64(r.SteadyFakeDirty) / float64(r.SteadyDirty)
+		}
+		fmt.Fprintf(w, "  %-9s streams=%d  %.3f  (fake %.3f)\n", r.Workload, r.Streams, r.SteadyBytesPerDirty/o, share)
 	}
 }
