@@ -106,6 +106,20 @@ func (h *Handler) PrecopyPage(page uint64) (b []byte, ok bool) {
 	return h.mem[off : off+h.pageSize], true
 }
 
+// PrecopyPages returns the bytes of n consecutive resident pages from
+// page, or ok false if one of them is not resident.
+func (h *Handler) PrecopyPages(page uint64, n int) (b []byte, ok bool) {
+	if n <= 0 || page >= h.npages || uint64(n) > h.npages-page {
+		return nil, false
+	}
+	for p := page; p < page+uint64(n); p++ {
+		if h.state[p].Load() != stateResident {
+			return nil, false
+		}
+	}
+	return h.mem[int(page)*h.pageSize : int(page+uint64(n))*h.pageSize], true
+}
+
 // Drop makes resident pages missing again (MADV_DONTNEED on the registered
 // region: the next touch faults and the page is fetched from the source).
 // Pre-copy drops a page whose new content failed verification, and the

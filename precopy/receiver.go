@@ -402,9 +402,8 @@ func (rc *Receiver) refs(s *rstream, m *wire.Refs) error {
 	if err != nil {
 		return err
 	}
-	var later []pendingRef
-	var done uint64
-	for i := range m.Len() {
+	entries := make([]wire.Ref, m.Len())
+	for i := range entries {
 		e := m.Entry(i)
 		if e.Page >= h.Pages() {
 			return rc.fatal(s, wire.CodeOutOfRange, "reference to page %d outside region %d of %d pages", e.Page, m.Region, h.Pages())
@@ -417,15 +416,31 @@ func (rc *Receiver) refs(s *rstream, m *wire.Refs) error {
 		} else if e.SrcPage >= uint64(len(rc.cfg.Base)/rc.pageSize) {
 			return rc.fatal(s, wire.CodeOutOfRange, "reference to base page %d beyond the %d-page base snapshot", e.SrcPage, len(rc.cfg.Base)/rc.pageSize)
 		}
-		ok, err := rc.resolve(h, e)
+		entries[i] = e
+	}
+	var later []pendingRef
+	var done uint64
+	// Consecutive pages whose sources are consecutive too (a copied block)
+	// are verified page by page and installed with one copy.
+	for i := 0; i < len(entries); {
+		j := i + 1
+		for j < len(entries) && entries[j].Page == entries[j-1].Page+1 &&
+			entries[j].SrcRegion == entries[i].SrcRegion && entries[j].SrcPage == entries[j-1].SrcPage+1 {
+			j++
+		}
+		run := entries[i:j]
+		if run[0].SrcRegion == m.Region && overlaps(run[0].Page, run[0].SrcPage, uint64(len(run))) {
+			run = entries[i : i+1]
+		}
+		n, failed, err := rc.resolveRun(h, run)
 		if err != nil {
 			return err
 		}
-		if ok {
-			done++
-		} else {
+		done += n
+		for _, e := range failed {
 			later = append(later, pendingRef{region: m.Region, ref: e})
 		}
+		i += len(run)
 	}
 	s.refs += uint64(m.Len())
 	rc.mu.Lock()
@@ -433,6 +448,63 @@ func (rc *Receiver) refs(s *rstream, m *wire.Refs) error {
 	rc.pending = append(rc.pending, later...)
 	rc.mu.Unlock()
 	return nil
+}
+
+// overlaps reports whether [a, a+n) and [b, b+n) intersect.
+func overlaps(a, b, n uint64) bool { return a < b+n && b < a+n }
+
+// resolveRun installs a run of references to consecutive source pages:
+// the verified pages with one copy per stretch, returning the count and the
+// references whose source does not (yet) match.
+func (rc *Receiver) resolveRun(h *faulthandler.Handler, run []wire.Ref) (uint64, []wire.Ref, error) {
+	ps := rc.pageSize
+	first := run[0]
+	var src []byte
+	if first.SrcRegion == wire.BaseRegion {
+		src = rc.cfg.Base[int(first.SrcPage)*ps : int(first.SrcPage+uint64(len(run)))*ps]
+	} else if b, ok := rc.handlers[first.SrcRegion].PrecopyPages(first.SrcPage, len(run)); ok {
+		src = b
+	}
+	if src == nil || (first.SrcRegion == h.RegionID() && first.SrcPage == first.Page) {
+		// Some source page is not resident (or a page names itself): one by one.
+		var done uint64
+		var failed []wire.Ref
+		for _, e := range run {
+			ok, err := rc.resolve(h, e)
+			if err != nil {
+				return done, failed, err
+			}
+			if ok {
+				done++
+			} else {
+				failed = append(failed, e)
+			}
+		}
+		return done, failed, nil
+	}
+	var done uint64
+	var failed []wire.Ref
+	start := 0
+	flush := func(end int) error {
+		if end > start {
+			if err := h.PrecopyData(run[start].Page, src[start*ps:end*ps]); err != nil {
+				return err
+			}
+			done += uint64(end - start)
+		}
+		return nil
+	}
+	for i, e := range run {
+		if xxh3.Hash(src[i*ps:(i+1)*ps]) == e.Check {
+			continue
+		}
+		if err := flush(i); err != nil {
+			return done, failed, err
+		}
+		failed = append(failed, e)
+		start = i + 1
+	}
+	return done, failed, flush(len(run))
 }
 
 // resolve copies a reference's source page to its page if the source holds

@@ -12,8 +12,10 @@
 package precopy
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/bits"
 	"os"
 	"runtime"
@@ -22,7 +24,6 @@ import (
 	"github.com/zeebo/xxh3"
 	"golang.org/x/sys/unix"
 
-	"github.com/pagewarp/pagewarp/internal/epoll"
 	"github.com/pagewarp/pagewarp/internal/pagemap"
 	"github.com/pagewarp/pagewarp/internal/uffd"
 )
@@ -386,30 +387,57 @@ func (t *wpAsyncTracker) Close() error {
 
 // wpSyncTracker is TrackWPSync.
 //
-// The handler goroutine (loop) and Collect share one set of recorded pages
-// under mu, with this invariant: a page is write-protected, or it is in the
-// set (and so will be re-protected and reported by the next Collect). The
-// handler records a page and un-protects it without releasing mu in
-// between; Collect re-protects every recorded page and empties the set
-// without releasing mu in between. Were the handler to un-protect outside
-// mu, Collect could report and re-protect the page before the un-protect,
-// leaving it writable and unrecorded for a whole round: writes lost. Were it
-// to un-protect before recording, a writer could complete its write and a
-// Collect could run before the page is recorded: a write completed before
-// Collect but reported only by the next one.
+// # Why the handler runs without a P
+//
+// A goroutine blocked in a userfaultfd fault is, to the Go runtime, running:
+// it keeps its P, and a stop-the-world (every GC cycle has two) waits until
+// it reaches a safe point. When the fault is at an instruction the runtime
+// cannot preempt asynchronously (inside runtime.memmove, say, or the race
+// detector's atomics, or C code), the world stops only once the fault is
+// resolved. A handler that is an ordinary goroutine needs a P to run after
+// its epoll_wait returns, and no P is handed out while the world is being
+// stopped: the GC waits for the writer, the writer for the handler, the
+// handler for the GC. (This deadlock showed in TestTrackNoLostWrite under
+// -race.) So the handler thread enters the runtime's syscall state once,
+// with runtime.entersyscall, and serves faults and requests in nosplit code
+// that only makes raw system calls (wpHandler.serve, track_unsafe.go) until
+// Close: it needs no P and the GC never waits for it.
+//
+// # Why no write is lost
+//
+// The handler thread alone records pages, un-protects them and
+// re-protects them, and it keeps this invariant: a page is write-protected,
+// or it is in the current set (and so will be re-protected and reported by
+// the next Collect). For a fault it records the page and un-protects it
+// (which wakes the writer) as one step; for a Collect it re-protects every
+// page of the current set and switches to the other, empty set as one step.
+// Nothing can run in between because one thread does both, which is what a
+// mutex held across record+unprotect and across reprotect+swap would give
+// two threads. Were a page un-protected before being recorded, a write could
+// complete and a Collect run before the page is recorded: a write done
+// before Collect reported only by the next. Were the record and un-protect
+// split by a Collect, the page would be reported and re-protected, then
+// un-protected: writable and unrecorded for a whole round, its writes lost.
+//
+// Collect sends the handler a request over a pipe and waits for its answer
+// on another; the set the handler left is then the caller's to read and
+// clear until the next request, which makes the handler fill it again.
 type wpSyncTracker struct {
 	trackRegion
-	u    *uffd.FD
-	poll *epoll.Poller
-	wg   sync.WaitGroup
+	u  *uffd.FD
+	h  *wpHandler
+	wg sync.WaitGroup
+	// fds are the pipes and epoll descriptor the handler uses, closed by
+	// Close once the handler is gone.
+	fds []int
 
-	mu      sync.Mutex
-	bits    []uint64 // pages written this round
-	order   []uint64 // the same pages in first-fault order
-	count   int
+	mu      sync.Mutex // serialises Start, Collect and Close
+	reqW    int        // write end of the request pipe
+	doneR   int        // read end of the answer pipe (blocking)
+	next    int        // the set the handler fills now
 	started bool
 	closed  bool
-	err     error // the handler's failure; tracking is off once set
+	err     error // the handler stopped; tracking is off
 }
 
 func newWPSyncTracker(r trackRegion) (*wpSyncTracker, error) {
@@ -417,42 +445,98 @@ func newWPSyncTracker(r trackRegion) (*wpSyncTracker, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := epoll.New(u.Int())
-	if err != nil {
+	t := &wpSyncTracker{trackRegion: r, u: u}
+	fail := func(err error) (*wpSyncTracker, error) {
+		for _, fd := range t.fds {
+			unix.Close(fd)
+		}
 		r.closeWP(u)
 		return nil, fmt.Errorf("track: %w", err)
 	}
-	t := &wpSyncTracker{trackRegion: r, u: u, poll: p, bits: make([]uint64, (r.pages+63)/64)}
+	var req, done [2]int
+	if err := unix.Pipe2(req[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return fail(fmt.Errorf("pipe2: %w", err))
+	}
+	t.fds = append(t.fds, req[0], req[1])
+	if err := unix.Pipe2(done[:], unix.O_CLOEXEC); err != nil {
+		return fail(fmt.Errorf("pipe2: %w", err))
+	}
+	t.fds = append(t.fds, done[0], done[1])
+	// The request pipe's write end blocks: a request is never dropped.
+	if err := unix.SetNonblock(req[1], false); err != nil {
+		return fail(fmt.Errorf("pipe2: %w", err))
+	}
+	// Not internal/epoll: its Wait is a Go system call, which needs a P.
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fail(fmt.Errorf("epoll_create1: %w", err))
+	}
+	t.fds = append(t.fds, epfd)
+	for _, fd := range []int{u.Int(), req[0]} {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			return fail(fmt.Errorf("epoll_ctl add %d: %w", fd, err))
+		}
+	}
+	t.reqW, t.doneR = req[1], done[0]
+	t.h = newWPHandler(r, u.Int(), epfd, req[0], done[1])
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
-		t.loop()
+		t.h.run()
 	}()
 	return t, nil
 }
 
 func (t *wpSyncTracker) Mode() TrackMode { return TrackWPSync }
 
+// request asks the handler to do op and waits for its answer. A failed
+// op is returned as its errno; a handler that stopped turns tracking off.
+func (t *wpSyncTracker) request(op uint64) error {
+	var b [8]byte
+	binary.NativeEndian.PutUint64(b[:], op)
+	if err := writeFull(t.reqW, b[:]); err != nil {
+		return fmt.Errorf("request to the handler: %w", err)
+	}
+	if err := readFull(t.doneR, b[:]); err != nil {
+		return fmt.Errorf("answer from the handler: %w", err)
+	}
+	r := binary.NativeEndian.Uint64(b[:])
+	errno := unix.Errno(r >> 8)
+	switch r & 0xff {
+	case wpDoneOK:
+		return nil
+	case wpDoneFailed:
+		return errno
+	case wpDoneStopped:
+		t.err = fmt.Errorf("track: wp-sync handler stopped, tracking is off: %w", errno)
+		return t.err
+	default:
+		return fmt.Errorf("answer from the handler: %#x", r)
+	}
+}
+
 func (t *wpSyncTracker) Start() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
+	switch {
+	case t.closed:
 		return ErrTrackerClosed
-	}
-	if t.err != nil {
+	case t.err != nil:
 		return t.err
 	}
-	clear(t.bits)
-	t.order, t.count = t.order[:0], 0
-	if err := t.u.WriteProtect(t.base, t.length(), true, false); err != nil {
-		return fmt.Errorf("track start: %w", err)
+	if err := t.request(wpReqStart); err != nil {
+		if err == t.err {
+			return err
+		}
+		return fmt.Errorf("track start: write-protect %#x+%d: %w", t.base, len(t.mem), err)
 	}
 	t.started = true
 	return nil
 }
 
-// Collect re-protects the pages recorded this round, then hands them over
-// and starts an empty round, all under mu (see wpSyncTracker).
+// Collect has the handler re-protect the pages recorded this round and
+// switch sets, then moves the set it left into d.
 func (t *wpSyncTracker) Collect(d *Dirty) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -464,138 +548,100 @@ func (t *wpSyncTracker) Collect(d *Dirty) error {
 	case !t.started:
 		return errNotStarted
 	}
-	ps := uint64(t.pageSize)
-	for p := nextSet(t.bits, 0); p < t.pages; {
-		e := nextClear(t.bits, p+1, t.pages)
-		if err := t.u.WriteProtect(t.base+uintptr(uint64(p)*ps), uint64(e-p)*ps, true, false); err != nil {
-			// The pages protected so far stay recorded: the handler
-			// un-protects them again if they fault, so nothing is lost
-			// and a retry re-protects them.
-			return fmt.Errorf("track collect: %w", err)
+	if err := t.request(wpReqCollect); err != nil {
+		// The pages re-protected so far stay recorded: the handler
+		// un-protects them again when they fault, so nothing is lost, and
+		// the next Collect re-protects them.
+		if err == t.err {
+			return err
 		}
-		p = nextSet(t.bits, e)
+		return fmt.Errorf("track collect: re-protect: %w", err)
 	}
+	s := &t.h.sets[t.next]
+	t.next ^= 1
 	d.reset(t.pages)
-	for i, w := range t.bits {
+	for i, w := range s.bits {
 		if w != 0 {
 			d.Bits[i] = w
-			t.bits[i] = 0
+			s.bits[i] = 0
 		}
 	}
-	d.Count = t.count
-	d.Order = append(d.Order[:0], t.order...)
-	t.order, t.count = t.order[:0], 0
+	d.Count = s.n
+	d.Order = append(d.Order[:0], s.order[:s.n]...)
+	s.n = 0
 	return nil
-}
-
-// loop runs on its own OS thread, so that it can run while writers blocked
-// in faults hold their threads: it reads write-protect faults, records each
-// page and un-protects it, which wakes the writers.
-func (t *wpSyncTracker) loop() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	buf := make([]byte, uffd.MsgBufSize(64))
-	msgs := make([]uffd.Msg, 0, 64)
-	for {
-		var err error
-		msgs, err = t.u.ReadMsgs(msgs[:0], buf)
-		if errors.Is(err, uffd.ErrClosed) {
-			return
-		}
-		if errors.Is(err, unix.EAGAIN) {
-			if _, err := t.poll.Wait(-1); err != nil {
-				if !errors.Is(err, epoll.ErrClosed) {
-					t.fail(fmt.Errorf("track handler: %w", err))
-				}
-				return
-			}
-			continue
-		}
-		if err != nil {
-			t.fail(fmt.Errorf("track handler: read fault events: %w", err))
-			return
-		}
-		if err := t.handle(msgs); err != nil {
-			t.fail(err)
-			return
-		}
-	}
-}
-
-// handle records and un-protects the pages of a batch of faults.
-func (t *wpSyncTracker) handle(msgs []uffd.Msg) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return nil // Close un-protected and unregistered everything
-	}
-	ps := uintptr(t.pageSize)
-	for _, m := range msgs {
-		if m.Event != uffd.EventPagefault {
-			continue
-		}
-		if m.Address < t.base || m.Address >= t.base+uintptr(len(t.mem)) {
-			return fmt.Errorf("track handler: fault at %#x outside %#x+%d", m.Address, t.base, len(t.mem))
-		}
-		p := uint64((m.Address - t.base) / ps)
-		if w, b := p/64, uint64(1)<<(p%64); t.bits[w]&b == 0 {
-			t.bits[w] |= b
-			t.order = append(t.order, p)
-			t.count++
-		}
-		// Un-protect even when the page was recorded already (a second
-		// thread faulted on it, or a Collect failed part way): waking a
-		// writer on a page that is still protected would only fault again.
-		if err := t.u.WriteProtect(t.base+uintptr(p)*ps, uint64(ps), false, false); err != nil {
-			return fmt.Errorf("track handler: %w", err)
-		}
-	}
-	return nil
-}
-
-// fail records the handler's error and stops tracking: the region is
-// unregistered so that no writer waits for a handler that is gone.
-func (t *wpSyncTracker) fail(err error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return
-	}
-	if uerr := t.u.WriteProtect(t.base, t.length(), false, false); uerr != nil {
-		err = errors.Join(err, uerr)
-	}
-	if uerr := t.u.Unregister(t.base, t.length()); uerr != nil {
-		err = errors.Join(err, uerr)
-	}
-	t.err = err
 }
 
 // Close un-protects the region first, so that writers blocked in faults
-// proceed whether or not the handler is still reading, then unregisters it,
-// stops the handler and closes the descriptors.
+// proceed whatever the handler is doing, then unregisters it, stops the
+// handler and closes the descriptors.
 func (t *wpSyncTracker) Close() error {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.closed {
-		t.mu.Unlock()
 		return nil
 	}
 	t.closed = true
 	var err error
-	if t.err == nil { // else fail already unregistered the region
+	if t.err == nil { // else the handler unregistered the region as it stopped
 		err = errors.Join(
 			t.u.WriteProtect(t.base, t.length(), false, false),
 			t.u.Unregister(t.base, t.length()),
 		)
 	}
-	t.mu.Unlock()
-	t.poll.Close()
+	var b [8]byte
+	binary.NativeEndian.PutUint64(b[:], wpReqStop)
+	if werr := writeFull(t.reqW, b[:]); werr != nil {
+		// The handler cannot be told to stop; leave it waiting on
+		// descriptors that stay open rather than hang here.
+		return errors.Join(err, fmt.Errorf("track close: stop the handler: %w", werr))
+	}
 	t.wg.Wait()
-	t.poll.Release()
+	for _, fd := range t.fds {
+		unix.Close(fd)
+	}
 	return errors.Join(err, t.u.Close())
 }
 
+// writeFull writes b to the blocking descriptor fd.
+func writeFull(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// readFull fills b from the blocking descriptor fd.
+func readFull(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Read(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
 // nextSet returns the first page >= from whose bit is set, or a value >=
-// the number of pages when there is none.
+// the number of pages when there is none. It is nosplit for the wp-sync
+// handler.
+//
+//go:nosplit
+//go:norace
 func nextSet(b []uint64, from int) int {
 	w := from / 64
 	if w >= len(b) {
@@ -613,7 +659,10 @@ func nextSet(b []uint64, from int) int {
 }
 
 // nextClear returns the first page in [from, limit) whose bit is clear, or
-// limit.
+// limit. It is nosplit for the wp-sync handler.
+//
+//go:nosplit
+//go:norace
 func nextClear(b []uint64, from, limit int) int {
 	for p := from; p < limit; {
 		w := p / 64

@@ -1,6 +1,7 @@
 package precopy
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -564,7 +565,11 @@ func TestTrackCloseWakesBlockedWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := tr.(*wpSyncTracker)
-	s.poll.Close() // the handler returns without reading faults
+	var stop [8]byte
+	binary.NativeEndian.PutUint64(stop[:], wpReqStop)
+	if err := writeFull(s.reqW, stop[:]); err != nil { // the handler returns without reading faults
+		t.Fatal(err)
+	}
 	s.wg.Wait()
 	done := make(chan struct{})
 	go func() {
