@@ -6,8 +6,9 @@
 // PAGEMAP_SCAN (wp-async, one system call per Collect), synchronous
 // userfaultfd write-protect with a handler thread (wp-sync, which also
 // yields the order of first writes), and rehashing every page (rehash, no
-// kernel help). Lock order: a tracker's mu is the only lock; the wp-sync
-// handler takes it for each batch of fault messages.
+// kernel help). Locks: each tracker has one mutex, mu, serialising its
+// methods; the wp-sync handler thread takes no lock (it owns its state and
+// answers requests over a pipe).
 
 package precopy
 
@@ -44,8 +45,12 @@ const (
 	// TrackWPSync is synchronous userfaultfd write-protect: a handler thread
 	// receives the first write of each page in a round, records its order,
 	// un-protects the page and wakes the writer. Each first write costs a
-	// fault round trip (about 20 µs). Writers blocked in a fault keep their
-	// P: run with GOMAXPROCS at least the number of writers plus two.
+	// fault round trip (about 20 µs). The handler runs without a P, so
+	// neither GOMAXPROCS nor a GC stop-the-world can keep it from waking a
+	// writer (see wpSyncTracker). Its sets take 2×8 bytes per page. A
+	// kernel write into the region (a read(2) into it, say) waits for the
+	// handler like any other, unless the process could only open a
+	// UFFD_USER_MODE_ONLY descriptor: then it fails with EFAULT.
 	TrackWPSync TrackMode = "wp-sync"
 	// TrackRehash needs no kernel help: every page is hashed (xxh3-64) at
 	// each Collect and the pages whose hash changed are reported. A page

@@ -61,14 +61,6 @@ func newTestTracker(t testing.TB, mode TrackMode, mem []byte) Tracker {
 	return tr
 }
 
-// reserveWriterProcs raises GOMAXPROCS so that writers blocked in wp-sync
-// faults (each keeps its P) leave Ps for the handler and the test, like
-// faulthandler.ReserveProcs; it returns a func that restores the setting.
-func reserveWriterProcs(writers int) func() {
-	prev := runtime.GOMAXPROCS(runtime.NumCPU() + writers + 2)
-	return func() { runtime.GOMAXPROCS(prev) }
-}
-
 // storeWord stores v at the word at off. Being out of line and atomic, it
 // is never dropped by the compiler even when v is already there (a silent
 // store).
@@ -244,7 +236,6 @@ func TestTrackKnownWrites(t *testing.T) {
 func trackKnownWrites(t *testing.T, mode TrackMode, thp bool) {
 	{
 		const writers = 4
-		defer reserveWriterProcs(writers)()
 		const size = 16 << 20
 		pages := size / trackPageSize
 		mem := trackMmap(t, size)
@@ -425,7 +416,6 @@ func writeAllWithin(t *testing.T, mem []byte, limit time.Duration) {
 func TestTrackNoLostWrite(t *testing.T) {
 	trackAllModes(t, func(t *testing.T, mode TrackMode) {
 		writers := 3
-		defer reserveWriterProcs(writers)()
 		const size = 16 << 20
 		pages := size / trackPageSize
 		mem := trackMmap(t, size)
@@ -549,13 +539,68 @@ func TestTrackNoLostWrite(t *testing.T) {
 	})
 }
 
+// TestTrackWPSyncUnderGC has writers fault inside copy (runtime.memmove,
+// which the runtime cannot preempt asynchronously) while GC cycles stop the
+// world and Collect runs, with GOMAXPROCS left alone. A handler that needed
+// a P would deadlock with the stop-the-world (the whole process hangs, so
+// the test binary's -timeout cannot fire either: run it under timeout(1)).
+func TestTrackWPSyncUnderGC(t *testing.T) {
+	if err := probeKernel().missing(TrackWPSync); err != nil {
+		t.Skipf("kernel lacks wp-sync: %v", err)
+	}
+	const size = 16 << 20
+	pages := size / trackPageSize
+	mem := trackMmap(t, size)
+	tr := newTestTracker(t, TrackWPSync, mem)
+	if err := tr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	defer func() {
+		stop.Store(true)
+		tr.Close()
+		wg.Wait()
+	}()
+	for w := range 2 * runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			src := make([]byte, trackPageSize)
+			r := rand.New(rand.NewPCG(uint64(w), 9))
+			for !stop.Load() {
+				src[0]++
+				p := r.IntN(pages)
+				copy(mem[p*trackPageSize:(p+1)*trackPageSize], src)
+			}
+		})
+	}
+	wg.Go(func() {
+		for !stop.Load() {
+			runtime.GC()
+		}
+	})
+	var d Dirty
+	deadline := time.Now().Add(time.Second)
+	if testing.Short() {
+		deadline = time.Now().Add(200 * time.Millisecond)
+	}
+	n, total := 0, 0
+	for time.Now().Before(deadline) {
+		if err := tr.Collect(&d); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		total += d.Count
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("%d collects, %d pages reported", n, total)
+}
+
 // TestTrackCloseWakesBlockedWriter stops the wp-sync handler so that a
 // writer stays blocked in its fault, and checks that Close releases it.
 func TestTrackCloseWakesBlockedWriter(t *testing.T) {
 	if err := probeKernel().missing(TrackWPSync); err != nil {
 		t.Skipf("kernel lacks wp-sync: %v", err)
 	}
-	defer reserveWriterProcs(1)()
 	mem := trackMmap(t, 64*trackPageSize)
 	tr, err := NewTracker(TrackWPSync, mem, trackPageSize)
 	if err != nil {
@@ -573,7 +618,7 @@ func TestTrackCloseWakesBlockedWriter(t *testing.T) {
 	s.wg.Wait()
 	done := make(chan struct{})
 	go func() {
-		storeWord(mem, 5*trackPageSize, 42)
+		plainStore(mem, 5*trackPageSize, 42)
 		close(done)
 	}()
 	select {
@@ -629,7 +674,6 @@ func BenchmarkCollect(b *testing.B) {
 			if err := probeKernel().missing(mode); err != nil {
 				b.Skipf("kernel lacks %s: %v", mode, err)
 			}
-			defer reserveWriterProcs(1)()
 			mem := trackMmap(b, size)
 			for off := 0; off < size; off += trackPageSize {
 				mem[off] = 1

@@ -77,7 +77,16 @@ last compares prefetching predictors (none, nextn, ppm) on four workloads.`,
 				return err
 			}
 			printPrefetchTable(g.stdout, rep)
-			fmt.Fprintln(g.stdout, "\nmore: pagewarp bench faults|prefetch --json; docs/architecture.md; docs/benchmarks.md")
+
+			fmt.Fprintf(g.stdout, "\n== 5. pre-copy of a live region while 2 threads write to it: hash filter on and off, then the switch to post-copy\n")
+			prep, err := bench.Precopy(ctx, bench.PrecopyConfig{
+				Workloads: []string{"silent50", "zerodup"}, Size: 64 << 20, Threads: 2, Streams: []int{2}, Seed: 1,
+			})
+			if err != nil {
+				return err
+			}
+			printPrecopyTable(g.stdout, prep)
+			fmt.Fprintln(g.stdout, "\nmore: pagewarp bench faults|prefetch|precopy --json; docs/architecture.md; docs/benchmarks.md")
 			return nil
 		},
 	}
