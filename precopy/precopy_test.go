@@ -366,7 +366,17 @@ func hasMode(m precopy.TrackMode) bool {
 // the switch, and torn pages (if any) are rejected, never installed.
 func TestConcurrentWriters(t *testing.T) {
 	for _, mode := range modes(t) {
-		t.Run(string(mode), func(t *testing.T) {
+		for _, toggle := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/toggle=%v", mode, toggle), func(t *testing.T) {
+				testConcurrentWriters(t, mode, toggle)
+			})
+		}
+	}
+}
+
+func testConcurrentWriters(t *testing.T, mode precopy.TrackMode, toggle bool) {
+	{
+		{
 			const n = 4096
 			mem := mapRegion(t, n)
 			fillUnique(mem, 0, n, 7)
@@ -389,6 +399,12 @@ func TestConcurrentWriters(t *testing.T) {
 							runtime.Gosched()
 						}
 						p := r.IntN(n/writers)*writers + w
+						if toggle {
+							// Two contents per page: a page often goes back to
+							// what it held at the last round's scan.
+							binary.LittleEndian.PutUint64(mem[p*pageSize:], uint64(r.IntN(2)))
+							continue
+						}
 						off := p*pageSize + r.IntN(pageSize/8)*8
 						binary.LittleEndian.PutUint64(mem[off:], r.Uint64())
 					}
@@ -413,6 +429,6 @@ func TestConcurrentWriters(t *testing.T) {
 			stopWriters()
 			t.Logf("%d pages rejected as torn over 4 rounds", rejected)
 			rg.finish(t)
-		})
+		}
 	}
 }

@@ -103,6 +103,12 @@ type sregion struct {
 	// carry holds pages to send again next round (rejected by the target).
 	carry []uint64
 	order []uint64 // the write order of the last round (wp-sync)
+	// byContent: the tracker is TrackRehash. Its own baseline is the
+	// content at its last Collect, not what was sent (a page changed
+	// after Collect, sent, and changed back would go unreported), so the
+	// Sender does not use it: every round hashes every page and sends those
+	// whose sum differs from what the target holds.
+	byContent bool
 }
 
 // Sender runs pre-copy rounds of one or more live regions to one target
@@ -190,7 +196,8 @@ func NewSender(regions []Region, cfg SenderConfig) (*Sender, error) {
 			return nil, fmt.Errorf("region %d listed twice", r.ID)
 		}
 		n := uint64(len(r.Mem) / cfg.PageSize)
-		sr := &sregion{Region: r, npages: n, held: make([]Sum, n), heldOK: newBitmap(n), done: newBitmap(n)}
+		sr := &sregion{Region: r, npages: n, held: make([]Sum, n), heldOK: newBitmap(n), done: newBitmap(n),
+			byContent: r.Tracker.Mode() == TrackRehash}
 		s.regions = append(s.regions, sr)
 		s.byID[r.ID] = sr
 	}
@@ -451,13 +458,25 @@ func (s *Sender) Pending() (map[uint32][]uint64, error) {
 		if s.round == 0 {
 			return nil, errors.New("no round has run: every page is pending")
 		}
+		var pages []uint64
+		if r.byContent {
+			// Every page whose content is not what the target holds.
+			ps := s.cfg.PageSize
+			for p := uint64(0); p < r.npages; p++ {
+				sum, _ := sumPage(s.cfg.Hash, r.Mem[int(p)*ps:int(p+1)*ps])
+				if !r.heldOK.has(p) || r.held[p] != sum {
+					pages = append(pages, p)
+				}
+			}
+			out[r.ID] = pages
+			continue
+		}
 		if err := r.Tracker.Collect(&r.dirty); err != nil {
 			return nil, fmt.Errorf("region %d: collect: %w", r.ID, err)
 		}
 		for _, p := range r.carry {
 			r.dirty.Add(p)
 		}
-		var pages []uint64
 		forEachBit(r.dirty.Bits, r.npages, func(p uint64) { pages = append(pages, p) })
 		out[r.ID] = pages
 	}
@@ -503,8 +522,10 @@ func (s *Sender) Round(ctx context.Context) (RoundStats, error) {
 	for _, r := range s.regions {
 		t := time.Now()
 		var err error
-		if s.round == 0 {
-			err = r.Tracker.Start()
+		if s.round == 0 || r.byContent {
+			if !r.byContent {
+				err = r.Tracker.Start()
+			}
 			r.dirty.Bits = resizeBits(r.dirty.Bits, r.npages)
 			for i := range r.dirty.Bits {
 				r.dirty.Bits[i] = ^uint64(0)
@@ -750,6 +771,11 @@ func (s *Sender) classify(b *batch, st *RoundStats) {
 		sum := b.sums[i]
 		old, had := r.held[p], r.heldOK.has(p)
 		r.done.set(p)
+		if had && sum == old && r.byContent {
+			st.Dirty-- // not written: looked at only because rehash looks at every page
+			flush()
+			continue
+		}
 		if had && sum == old && !s.cfg.NoFilter {
 			st.FakeDirty++
 			flush()
