@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"encoding/json"
 	"context"
 	"fmt"
 	"io"
@@ -336,7 +337,11 @@ func precopyRun(ctx context.Context, cfg PrecopyConfig, name string, filter bool
 	if err != nil {
 		return out, err
 	}
-	if err := sender.Finish("switch to post-copy"); err != nil {
+	stateJSON, err := json.Marshal(state)
+	if err != nil {
+		return out, err
+	}
+	if err := sender.Switch(pending, stateJSON); err != nil {
 		return out, err
 	}
 	// Finish returned once the target closed every stream after its Bye.
@@ -345,9 +350,12 @@ func precopyRun(ctx context.Context, cfg PrecopyConfig, name string, filter bool
 		return out, fmt.Errorf("receiver: %w", err)
 	}
 	stopRecv()
-	if err := h.Drop(pending[0]); err != nil {
-		return out, err
+	got, _, _, ok := recv.Handover()
+	var resumed MutatorState
+	if !ok || json.Unmarshal(got, &resumed) != nil {
+		return out, fmt.Errorf("the target got no usable workload state at the switch")
 	}
+	state = resumed
 	missing := h.Pages() - h.Resident()
 	h.Start()
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)

@@ -154,17 +154,23 @@ func (rg *rig) finish(t *testing.T) []uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := rg.sender.Finish("switch"); err != nil {
+	state := []byte("workload state at the switch")
+	if err := rg.sender.Switch(pending, state); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-rg.recvErr; err != nil {
 		t.Fatalf("receiver: %v", err)
 	}
+	got, invalidated, _, ok := rg.recv.Handover()
+	npending := 0
+	for _, p := range pending {
+		npending += len(p)
+	}
+	if !ok || string(got) != string(state) || invalidated != uint64(npending) {
+		t.Fatalf("handover: state %q ok %v, %d pages invalidated; want %q and %d", got, ok, invalidated, state, npending)
+	}
 	var fetched []uint64
 	for i, h := range rg.handlers {
-		if err := h.Drop(pending[uint32(i)]); err != nil {
-			t.Fatal(err)
-		}
 		missing := h.Pages() - h.Resident()
 		h.Start()
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

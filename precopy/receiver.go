@@ -63,6 +63,12 @@ type Receiver struct {
 	rejected []byte // RejectLen-byte entries
 	pending  []pendingRef
 	rounds   []ReceivedRound
+
+	// The switch (stream 0): pages made missing, and the workload's state.
+	invalidated uint64
+	state       []byte
+	handedOver  bool
+	handoverAt  time.Time
 }
 
 type rstream struct {
@@ -303,6 +309,19 @@ func (rc *Receiver) recvLoop(s *rstream) error {
 			if err := rc.roundEnd(s, m); err != nil {
 				return err
 			}
+		case *wire.Invalidate:
+			if err := rc.invalidate(s, m); err != nil {
+				return err
+			}
+		case *wire.Handover:
+			if s.idx != 0 {
+				return rc.fatal(s, wire.CodeProtocol, "handover on stream %d, only stream 0 carries it", s.idx)
+			}
+			rc.mu.Lock()
+			rc.state = append([]byte(nil), m.State...)
+			rc.handedOver = true
+			rc.handoverAt = time.Now()
+			rc.mu.Unlock()
 		case *wire.Bye:
 			return nil
 		case *wire.Error:
@@ -311,6 +330,47 @@ func (rc *Receiver) recvLoop(s *rstream) error {
 			return rc.fatal(s, wire.CodeProtocol, "%s on a pre-copy stream", m.Type())
 		}
 	}
+}
+
+// invalidate makes the listed pages missing: the workload wrote them after
+// the last round.
+func (rc *Receiver) invalidate(s *rstream, m *wire.Invalidate) error {
+	if s.idx != 0 {
+		return rc.fatal(s, wire.CodeProtocol, "invalidate on stream %d, only stream 0 carries it", s.idx)
+	}
+	rc.mu.Lock()
+	mid := rc.ended != 0 || !rc.started.IsZero() || rc.handedOver
+	rc.mu.Unlock()
+	if mid {
+		return rc.fatal(s, wire.CodeProtocol, "invalidate in the middle of a round or after the handover")
+	}
+	h, err := rc.handler(s, m.Region)
+	if err != nil {
+		return err
+	}
+	pages := make([]uint64, m.Len())
+	for i := range pages {
+		if pages[i] = m.Page(i); pages[i] >= h.Pages() {
+			return rc.fatal(s, wire.CodeOutOfRange, "invalidate page %d outside region %d of %d pages", pages[i], m.Region, h.Pages())
+		}
+	}
+	slices.Sort(pages)
+	if err := h.Drop(pages); err != nil {
+		return err
+	}
+	rc.mu.Lock()
+	rc.invalidated += uint64(len(pages))
+	rc.mu.Unlock()
+	return nil
+}
+
+// Handover returns the workload state the source handed over at the switch
+// (ok false if pre-copy ended without one), the pages the switch made
+// missing, and when the handover arrived.
+func (rc *Receiver) Handover() (state []byte, invalidated uint64, at time.Time, ok bool) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.state, rc.invalidated, rc.handoverAt, rc.handedOver
 }
 
 func (rc *Receiver) currentRound() uint32 {

@@ -434,6 +434,53 @@ func (s *Sender) Finish(reason string) error {
 	return err
 }
 
+// Switch ends pre-copy at the switch: with the workload stopped and after
+// the last Round, it sends the target the pages written since that round
+// (invalidate, per region: the target makes them missing, and post-copy
+// fetches them; Pending lists them) and the workload's state (at most
+// wire.MaxHandoverState bytes, opaque here), then says goodbye on every
+// stream (Finish). For a stop-and-copy, run a last Round with the workload
+// stopped and switch with nothing to invalidate.
+func (s *Sender) Switch(invalidate map[uint32][]uint64, state []byte) error {
+	if len(state) > wire.MaxHandoverState {
+		return fmt.Errorf("workload state of %d bytes exceeds %d", len(state), wire.MaxHandoverState)
+	}
+	s.mu.Lock()
+	if s.closed || s.err != nil || len(s.streams) == 0 || s.streams[0] == nil {
+		s.mu.Unlock()
+		if err := s.failure(); err != ErrSenderClosed {
+			return err
+		}
+		return ErrSenderClosed
+	}
+	st := s.streams[0]
+	s.mu.Unlock()
+	st.nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	var buf []byte
+	for id, pages := range invalidate {
+		if s.byID[id] == nil {
+			return fmt.Errorf("invalidate region %d, which this sender does not pre-copy", id)
+		}
+		for len(pages) > 0 {
+			n := min(len(pages), wire.MaxInvalidate)
+			buf = buf[:0]
+			for _, p := range pages[:n] {
+				buf = appendLE64(buf, p)
+			}
+			if err := st.w.WriteMessage(&wire.Invalidate{Region: id, Pages: buf}); err != nil {
+				s.fail(err)
+				return err
+			}
+			pages = pages[n:]
+		}
+	}
+	if err := st.w.WriteMessage(&wire.Handover{State: state}); err != nil {
+		s.fail(err)
+		return err
+	}
+	return s.Finish("switch")
+}
+
 // Close tears the streams down without a goodbye.
 func (s *Sender) Close() error {
 	s.mu.Lock()

@@ -94,6 +94,10 @@ func (dec *decoder) decode(frame []byte, pageSize int) (Message, error) {
 		m, err = dec.roundEnd()
 	case TypeRoundAck:
 		m, err = dec.roundAck()
+	case TypeInvalidate:
+		m, err = dec.invalidate()
+	case TypeHandover:
+		m, err = dec.handover()
 	default:
 		return nil, &Error{Code: CodeUnknownType, Message: fmt.Sprintf("unknown frame type %d", uint8(t))}
 	}
@@ -609,6 +613,34 @@ func (dec *decoder) roundAck() (Message, error) {
 		return nil, err
 	}
 	if m.Last, err = dec.bool("last", 0); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, 0)
+}
+
+func (dec *decoder) invalidate() (Message, error) {
+	extra, err := dec.open(2)
+	if err != nil {
+		return nil, err
+	}
+	region, err := dec.uint("region", 0, math.MaxUint32)
+	if err != nil {
+		return nil, err
+	}
+	m := &Invalidate{Region: uint32(region)}
+	if m.Pages, err = dec.bin("pages", 0, MaxInvalidate*8); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, 0)
+}
+
+func (dec *decoder) handover() (Message, error) {
+	extra, err := dec.open(1)
+	if err != nil {
+		return nil, err
+	}
+	m := &Handover{}
+	if m.State, err = dec.bin("state", 0, MaxHandoverState); err != nil {
 		return nil, err
 	}
 	return m, dec.close(extra, 0)

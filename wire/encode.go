@@ -167,6 +167,13 @@ func (enc *encoder) body(m Message) {
 		e.EncodeUint(uint64(m.Round))
 		enc.bin(m.Rejected)
 		e.EncodeBool(m.Last)
+	case *Invalidate:
+		e.EncodeArrayLen(2)
+		e.EncodeUint(uint64(m.Region))
+		enc.bin(m.Pages)
+	case *Handover:
+		e.EncodeArrayLen(1)
+		enc.bin(m.State)
 	}
 }
 

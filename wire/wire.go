@@ -24,6 +24,10 @@ const (
 	MaxStreams = 16
 	// MaxRejected bounds the entries of one RoundAck.
 	MaxRejected = 65536
+	// MaxInvalidate bounds the pages of one Invalidate.
+	MaxInvalidate = 65536
+	// MaxHandoverState bounds Handover.State, in bytes.
+	MaxHandoverState = 1 << 20
 	// MinPageSize and MaxPageSize bound Welcome.PageSize. MaxPageSize is set by MaxFrameSize:
 	// a Pages frame must be able to carry at least one page.
 	MinPageSize = 4096
@@ -135,6 +139,8 @@ const (
 	TypeRefs          Type = 12
 	TypeRoundEnd      Type = 13
 	TypeRoundAck      Type = 14
+	TypeInvalidate    Type = 15
+	TypeHandover      Type = 16
 )
 
 var typeNames = [...]string{
@@ -152,6 +158,8 @@ var typeNames = [...]string{
 	TypeRefs:          "refs",
 	TypeRoundEnd:      "round_end",
 	TypeRoundAck:      "round_ack",
+	TypeInvalidate:    "invalidate",
+	TypeHandover:      "handover",
 }
 
 func (t Type) String() string {
@@ -204,7 +212,7 @@ func (c ErrorCode) String() string {
 }
 
 // Message is one of the protocol's messages: *Hello, *Welcome, *Request, *Pages, *Error,
-// *DigestRequest, *Digest, *Bye, *Push, *Feedback, *Known, *Refs, *RoundEnd or *RoundAck. The set is
+// *DigestRequest, *Digest, *Bye, *Push, *Feedback, *Known, *Refs, *RoundEnd, *RoundAck, *Invalidate or *Handover. The set is
 // closed.
 type Message interface {
 	// Type returns the message's frame type.
@@ -444,6 +452,28 @@ func AppendReject(dst []byte, region uint32, page uint64) []byte {
 	return binary.LittleEndian.AppendUint64(dst, page)
 }
 
+// Invalidate ends pre-copy at the switch, server to target on precopy stream 0 after the last RoundAck:
+// Pages (Len() little-endian u64 page numbers, 1 to MaxInvalidate) of Region were written after the
+// last round, so the target's copies are stale; the target makes them missing, and post-copy fetches
+// them. A server sends as many Invalidate frames as it needs, then Handover.
+type Invalidate struct {
+	Region uint32
+	Pages  []byte
+}
+
+// Len returns the number of pages.
+func (v *Invalidate) Len() int { return len(v.Pages) / 8 }
+
+// Page returns the i-th page. It panics if i is out of range, like an index.
+func (v *Invalidate) Page(i int) uint64 { return binary.LittleEndian.Uint64(v.Pages[i*8:]) }
+
+// Handover is the last pre-copy frame before Bye, server to target on precopy stream 0: the workload
+// stopped on the source, and State (at most MaxHandoverState bytes, opaque to the protocol) is what
+// the target needs to resume it. In a decoded message State aliases the frame.
+type Handover struct {
+	State []byte
+}
+
 func (*Hello) Type() Type         { return TypeHello }
 func (*Welcome) Type() Type       { return TypeWelcome }
 func (*Request) Type() Type       { return TypeRequest }
@@ -458,6 +488,8 @@ func (*Known) Type() Type         { return TypeKnown }
 func (*Refs) Type() Type          { return TypeRefs }
 func (*RoundEnd) Type() Type      { return TypeRoundEnd }
 func (*RoundAck) Type() Type      { return TypeRoundAck }
+func (*Invalidate) Type() Type    { return TypeInvalidate }
+func (*Handover) Type() Type      { return TypeHandover }
 
 // ValidPageSize reports whether n is a page size the protocol allows: a power of two in
 // [MinPageSize, MaxPageSize].
@@ -655,6 +687,23 @@ func (m *RoundAck) check(int) error {
 		if binary.LittleEndian.Uint32(m.Rejected[i:]) == BaseRegion {
 			return malformed("round_ack: entry %d: region %#x is reserved (BaseRegion)", i/RejectLen, BaseRegion)
 		}
+	}
+	return nil
+}
+
+func (m *Invalidate) check(int) error {
+	if m.Region == BaseRegion {
+		return malformed("invalidate: region %#x is reserved (BaseRegion)", BaseRegion)
+	}
+	if len(m.Pages)%8 != 0 || len(m.Pages) == 0 || len(m.Pages) > MaxInvalidate*8 {
+		return malformed("invalidate: pages are %d bytes, want 1 to %d u64", len(m.Pages), MaxInvalidate)
+	}
+	return nil
+}
+
+func (m *Handover) check(int) error {
+	if len(m.State) > MaxHandoverState {
+		return malformed("handover: state of %d bytes, limit %d", len(m.State), MaxHandoverState)
 	}
 	return nil
 }

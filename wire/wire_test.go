@@ -81,6 +81,10 @@ func samples() []Message {
 		&RoundAck{Round: 0, Last: true},
 		&RoundAck{Round: 2, Rejected: rejects(3)},
 		&RoundAck{Round: math.MaxUint32, Rejected: rejects(MaxRejected), Last: true},
+		&Invalidate{Region: 0, Pages: make([]byte, 8)},
+		&Invalidate{Region: 7, Pages: make([]byte, MaxInvalidate*8)},
+		&Handover{},
+		&Handover{State: make([]byte, MaxHandoverState)},
 	}
 }
 
@@ -278,7 +282,7 @@ func TestDecodeErrors(t *testing.T) {
 	}{
 		{"empty", nil, CodeMalformed, 0},
 		{"unknown type 0", []byte{0, 0x90}, CodeUnknownType, 0},
-		{"unknown type 15", body(15).arr(0).bytes(), CodeUnknownType, 0},
+		{"unknown type 17", body(17).arr(0).bytes(), CodeUnknownType, 0},
 		{"unknown type 255", []byte{255}, CodeUnknownType, 0},
 		{"no body", []byte{byte(TypeBye)}, CodeMalformed, 0},
 		{"body not an array", body(TypeBye).str("x").bytes(), CodeMalformed, 0},
@@ -471,7 +475,7 @@ func TestVersion3(t *testing.T) {
 			ContentXXH3128, ContentSHA256, BaseRegion, RefLen, RejectLen, MaxRejected)
 	}
 	want := []string{"type(0)", "hello", "welcome", "request", "pages", "error", "digest_request", "digest", "bye",
-		"push", "feedback", "known", "refs", "round_end", "round_ack", "type(15)"}
+		"push", "feedback", "known", "refs", "round_end", "round_ack", "invalidate", "handover", "type(17)"}
 	for i, w := range want {
 		if got := Type(i).String(); got != w {
 			t.Errorf("Type(%d) = %q, want %q", i, got, w)
@@ -756,5 +760,32 @@ func TestWriterAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("WritePages allocates %v times", allocs)
+	}
+}
+
+// TestSwitchMessages: Invalidate and Handover reject what the spec forbids.
+func TestSwitchMessages(t *testing.T) {
+	for _, m := range []Message{
+		&Invalidate{Region: 1},
+		&Invalidate{Region: 1, Pages: make([]byte, 9)},
+		&Invalidate{Region: 1, Pages: make([]byte, (MaxInvalidate+1)*8)},
+		&Invalidate{Region: BaseRegion, Pages: make([]byte, 8)},
+		&Handover{State: make([]byte, MaxHandoverState+1)},
+	} {
+		if _, err := AppendFrame(nil, m); err == nil {
+			t.Errorf("%s %+v encoded, want malformed", m.Type(), m)
+		}
+	}
+	f, err := AppendFrame(nil, &Invalidate{Region: 3, Pages: []byte{5, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Decode(f[4:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := m.(*Invalidate)
+	if v.Region != 3 || v.Len() != 2 || v.Page(0) != 5 || v.Page(1) != 9 {
+		t.Fatalf("decoded %+v", v)
 	}
 }
