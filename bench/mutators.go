@@ -139,6 +139,11 @@ type mutatorThread struct {
 	seed  uint64 // SplitMix64 seed of its steps
 	lo, n int    // its pages [lo, lo+n)
 	steps atomic.Uint64
+	// first and last are when the thread's first step of the current run
+	// and its latest batch completed (unix nanoseconds; 0: not yet), for
+	// measuring downtime: from the last step on the source to the first on
+	// the target.
+	first, last atomic.Int64
 	// sink folds the words dup8's read steps load, so that the loads stay.
 	sink uint64
 	_    [64]byte
@@ -368,6 +373,8 @@ func (m *Mutator) Run(mem []byte, from *MutatorState) {
 	m.cur, m.last = r, &start
 	for t := range m.threads {
 		m.threads[t].steps.Store(start.Steps[t])
+		m.threads[t].first.Store(0)
+		m.threads[t].last.Store(0)
 	}
 	r.live.Store(int32(len(m.threads)))
 	for t := range m.threads {
@@ -430,6 +437,34 @@ func (m *Mutator) state() MutatorState {
 	return st
 }
 
+// FirstStep returns when the first step of the latest Run completed (the
+// earliest over the threads), or the zero time if none has.
+func (m *Mutator) FirstStep() time.Time {
+	var first int64
+	for t := range m.threads {
+		if f := m.threads[t].first.Load(); f != 0 && (first == 0 || f < first) {
+			first = f
+		}
+	}
+	if first == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, first)
+}
+
+// LastStep returns when the latest step of the latest Run completed (the
+// latest over the threads, to a batch of steps), or the zero time.
+func (m *Mutator) LastStep() time.Time {
+	var last int64
+	for t := range m.threads {
+		last = max(last, m.threads[t].last.Load())
+	}
+	if last == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, last)
+}
+
 // Progress returns the total number of steps done by all threads since
 // step 0 (a resumed run counts the steps of the state it started from). The
 // threads publish their counts once per batch, so while running it lags by
@@ -466,11 +501,21 @@ func (m *Mutator) runThread(r *mutatorRun, mem []byte, th *mutatorThread, k uint
 		defer timer.Stop()
 		start = time.Now()
 	}
+	if k < limit && !r.stop.Load() {
+		// The first step alone, to time it (see FirstStep).
+		m.steps(mem, th, k, k+1)
+		k++
+		th.steps.Store(k)
+		now := time.Now().UnixNano()
+		th.first.Store(now)
+		th.last.Store(now)
+	}
 	for k < limit && !r.stop.Load() {
 		end := k + min(m.batch, limit-k)
 		m.steps(mem, th, k, end)
 		k = end
 		th.steps.Store(k)
+		th.last.Store(time.Now().UnixNano())
 		if timer == nil {
 			continue
 		}

@@ -467,14 +467,6 @@ func TestMutatorRunPanics(t *testing.T) {
 	}
 }
 
-func sumSteps(st MutatorState) uint64 {
-	var n uint64
-	for _, s := range st.Steps {
-		n += s
-	}
-	return n
-}
-
 func equalSteps(a, b MutatorState) bool {
 	return fmt.Sprint(a.Steps) == fmt.Sprint(b.Steps)
 }

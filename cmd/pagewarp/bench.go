@@ -21,7 +21,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Short: "Run a benchmark suite and print its figures",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newBenchFaultsCmd(g), newBenchPrefetchCmd(g), newBenchPrecopyCmd(g))
+	cmd.AddCommand(newBenchFaultsCmd(g), newBenchPrefetchCmd(g), newBenchPrecopyCmd(g), newBenchHybridCmd(g))
 	return cmd
 }
 

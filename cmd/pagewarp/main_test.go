@@ -325,3 +325,77 @@ func TestBenchPrecopy(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrate live-migrates a running workload between two processes with
+// several policies: every run ends with the workload's result equal to a
+// run without migration, the switch is measured, and post-copy only
+// fetches what pre-copy left.
+func TestMigrate(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	t.Setenv("PAGEWARP_CLI", "1")
+	for _, policy := range []string{"postcopy", "traditional", "intelligent", "precopy"} {
+		t.Run(policy, func(t *testing.T) {
+			var stdout bytes.Buffer
+			if err := run(context.Background(), &stdout, io.Discard, []string{"migrate", "--json", "--workload", "silent50",
+				"--size", "16MiB", "--duration", "1500ms", "--policy", policy, "--downtime-budget", "50ms"}); err != nil {
+				t.Fatalf("migrate: %v\n%s", err, stdout.String())
+			}
+			var r bench.MigrateResult
+			if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+				t.Fatalf("%v: %s", err, stdout.String())
+			}
+			if !r.ResultOK {
+				t.Errorf("the workload's checksum on the target differs from a run without migration")
+			}
+			if r.DowntimeMs <= 0 || r.DowntimeMs > 2000 {
+				t.Errorf("downtime %.2f ms: want a measured, positive figure", r.DowntimeMs)
+			}
+			switch policy {
+			case "postcopy":
+				if r.PrecopyRounds != 0 || r.Action != "switch" {
+					t.Errorf("postcopy: %d rounds, action %s", r.PrecopyRounds, r.Action)
+				}
+			case "traditional":
+				if r.PrecopyRounds != 1 || r.Action != "switch" {
+					t.Errorf("traditional: %d rounds, action %s", r.PrecopyRounds, r.Action)
+				}
+			}
+			if len(r.Decisions) == 0 || r.Decisions[len(r.Decisions)-1].Reason == "" {
+				t.Errorf("decisions %+v: want the last one with its reason", r.Decisions)
+			}
+			t.Logf("%s: %d rounds, %s, downtime %.2f ms, post-copy %.3f s, %d demand faults, %d bytes",
+				policy, r.PrecopyRounds, r.Action, r.DowntimeMs, r.PostcopySeconds, r.DemandFaults, r.BytesSent)
+		})
+	}
+}
+
+// TestMigrateGang moves 4 workloads sharing half their content with one
+// content index and with one index each: both end right, and the shared
+// index sends fewer bytes.
+func TestMigrateGang(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	t.Setenv("PAGEWARP_CLI", "1")
+	bytesSent := map[bool]uint64{}
+	for _, separate := range []bool{false, true} {
+		var stdout bytes.Buffer
+		args := []string{"migrate", "--json", "--workload", "phases", "--gang", "4", "--shared", "0.5", "--size", "8MiB",
+			"--duration", "1s", "--policy", "traditional"}
+		if separate {
+			args = append(args, "--separate-index")
+		}
+		if err := run(context.Background(), &stdout, io.Discard, args); err != nil {
+			t.Fatalf("migrate gang (separate %v): %v\n%s", separate, err, stdout.String())
+		}
+		var r bench.MigrateResult
+		if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+			t.Fatal(err)
+		}
+		if !r.ResultOK || r.Gang != 4 {
+			t.Errorf("gang (separate %v): ok %v, gang %d", separate, r.ResultOK, r.Gang)
+		}
+		bytesSent[separate] = r.PrecopyBytes
+	}
+	if ratio := float64(bytesSent[false]) / float64(bytesSent[true]); ratio > 0.75 {
+		t.Errorf("gang pre-copy bytes %d shared vs %d separate: ratio %.2f, want well below 1", bytesSent[false], bytesSent[true], ratio)
+	}
+}

@@ -1,0 +1,722 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pagewarp/pagewarp/faulthandler"
+	"github.com/pagewarp/pagewarp/hybrid"
+	"github.com/pagewarp/pagewarp/pageserver"
+	"github.com/pagewarp/pagewarp/precopy"
+	"github.com/pagewarp/pagewarp/wire"
+)
+
+// A live migration runs in three processes: the orchestrator (Migrate),
+// a source (RunMigrateSource: the workload runs in it on its own memory,
+// next to a page server with a pre-copy Sender) and a target
+// (RunMigrateTarget: it pre-copies into faulthandler Handlers, takes the
+// workload over at the switch and runs it to the end on the migrated
+// memory while post-copy fetches the rest). Source and target are this
+// binary re-executed, each in its own network namespace when the link is
+// a veth pair. They talk to the orchestrator with JSON lines on stdout.
+
+// MigrateSpec is what the source and the target are given (as JSON).
+type MigrateSpec struct {
+	Workload string        `json:"workload"`
+	Pages    int           `json:"pages"`
+	Threads  int           `json:"threads"`
+	Steps    uint64        `json:"steps"` // per thread, the whole run
+	Rate     float64       `json:"rate"`
+	Seed     int64         `json:"seed"`
+	Gang     int           `json:"gang"`   // regions (co-located workloads); 1 for a single one
+	Shared   float64       `json:"shared"` // share of each gang member's pages that all members hold alike
+	Policy   string        `json:"policy"`
+	Budget   time.Duration `json:"downtime_budget"`
+	// MaxRounds bounds pre-copy for every policy.
+	MaxRounds int `json:"max_rounds"`
+	Streams   int `json:"streams"`
+	// Bandwidth is the link's rate in bytes/s when known (0: estimated
+	// from the rounds).
+	Bandwidth float64  `json:"bandwidth"`
+	Link      LinkSpec `json:"link"`
+	Listen    string   `json:"listen"` // source: where to listen
+	Addr      string   `json:"addr"`   // target: where the source listens
+	// Separate makes the source pre-copy each gang member with its own
+	// content index (K separate migrations, for comparison).
+	Separate bool `json:"separate"`
+}
+
+// SourceReport is the source's account of a migration.
+type SourceReport struct {
+	Rounds      []precopy.RoundStats `json:"rounds"`
+	Decisions   []hybrid.Decision    `json:"decisions"`
+	Converged   bool                 `json:"converged"`
+	Action      string               `json:"action"`      // the final decision: switch or stop-and-copy
+	LastStep    time.Time            `json:"last_step"`   // the workload's last step on the source
+	PrecopyTime time.Duration        `json:"precopy_ns"`  // first round to the switch
+	RateBefore  float64              `json:"rate_before"` // workload steps/s before pre-copy
+	RateDuring  float64              `json:"rate_during"` // workload steps/s during pre-copy
+	Invalidated uint64               `json:"invalidated"`
+	PrecopyB    uint64               `json:"precopy_bytes"`
+	PostcopyB   uint64               `json:"postcopy_bytes"` // page server bytes after the switch
+	Demand      uint64               `json:"demand_requests"`
+	Error       string               `json:"error,omitempty"`
+}
+
+// TargetReport is the target's account.
+type TargetReport struct {
+	FirstStep     time.Time     `json:"first_step"` // the workload's first step on the target
+	PostcopyTime  time.Duration `json:"postcopy_ns"`
+	RateAfter     float64       `json:"rate_after"` // steps/s on the target
+	DemandFaults  uint64        `json:"demand_faults"`
+	PushedPages   uint64        `json:"pushed_pages"`
+	PostcopyPages uint64        `json:"postcopy_pages"`
+	Checksums     [][16]byte    `json:"checksums"` // per gang member
+	Error         string        `json:"error,omitempty"`
+}
+
+// gangInit fills member i of a gang: the workload's own content, then the
+// first shared share of its pages from a seed common to all members.
+func gangInit(m *Mutator, mem []byte, shared float64, seed int64) {
+	m.Init(mem)
+	ps := m.PageSize()
+	n := int(shared * float64(len(mem)/ps))
+	for p := range n {
+		fillRandom(mem[p*ps:(p+1)*ps], uint64(seed)*0x9e3779b97f4a7c15^uint64(p)+1)
+	}
+}
+
+func (s *MigrateSpec) mutators() ([]*Mutator, error) {
+	var ms []*Mutator
+	for i := range max(s.Gang, 1) {
+		m, err := NewMutator(MutatorConfig{Name: s.Workload, Pages: s.Pages, Threads: s.Threads, Seed: s.Seed + int64(i),
+			Rate: s.Rate, Steps: s.Steps})
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+// ExpectedChecksums runs the spec's workloads to the end without migration
+// and returns their checksums: what a migrated run must reproduce.
+func (s *MigrateSpec) ExpectedChecksums() ([][16]byte, error) {
+	ms, err := s.mutators()
+	if err != nil {
+		return nil, err
+	}
+	var sums [][16]byte
+	for _, m := range ms {
+		mem, err := unix.Mmap(-1, 0, s.Pages*m.PageSize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			return nil, err
+		}
+		gangInit(m, mem, s.Shared, s.Seed)
+		m.Run(mem, nil)
+		st := m.Wait()
+		sums = append(sums, Checksum(mem, st))
+		unix.Munmap(mem)
+	}
+	return sums, nil
+}
+
+func writeLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// RunMigrateSource is the source process: it starts the workload, serves
+// its memory, runs pre-copy rounds until the policy decides, stops the
+// workload at a safe point, hands it over, and serves post-copy until the
+// target is done. It prints {"addr": ...} once listening and its
+// SourceReport at the end.
+func RunMigrateSource(ctx context.Context, spec MigrateSpec, stdout io.Writer) error {
+	rep := SourceReport{}
+	err := runSource(ctx, spec, stdout, &rep)
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	if werr := writeLine(stdout, &rep); err == nil {
+		err = werr
+	}
+	return err
+}
+
+func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *SourceReport) error {
+	policy, err := hybrid.New(spec.Policy)
+	if err != nil {
+		return err
+	}
+	ms, err := spec.mutators()
+	if err != nil {
+		return err
+	}
+	faulthandler.ReserveProcs(spec.Threads*len(ms) + 2)
+	ps := ms[0].PageSize()
+	var regions []precopy.Region
+	var mems []pageserver.MemRegion
+	for i, m := range ms {
+		mem, err := unix.Mmap(-1, 0, spec.Pages*ps, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			return err
+		}
+		defer unix.Munmap(mem)
+		gangInit(m, mem, spec.Shared, spec.Seed)
+		tr, err := precopy.NewTracker(precopy.TrackAuto, mem, ps)
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		regions = append(regions, precopy.Region{ID: uint32(i), Mem: mem, Tracker: tr})
+		mems = append(mems, pageserver.MemRegion{ID: uint32(i), Name: fmt.Sprintf("%s-%d", spec.Workload, i), Mem: mem})
+	}
+	senders := []*precopy.Sender{}
+	var mux *precopyMux
+	if spec.Separate {
+		mux = &precopyMux{}
+		for _, r := range regions {
+			s, err := precopy.NewSender([]precopy.Region{r}, precopy.SenderConfig{PageSize: ps})
+			if err != nil {
+				return err
+			}
+			senders = append(senders, s)
+		}
+		mux.senders = senders
+	} else {
+		s, err := precopy.NewSender(regions, precopy.SenderConfig{PageSize: ps})
+		if err != nil {
+			return err
+		}
+		senders = append(senders, s)
+	}
+	for _, s := range senders {
+		defer s.Close()
+	}
+	src, err := pageserver.NewRegionsSource(mems, ps)
+	if err != nil {
+		return err
+	}
+	var pc pageserver.PrecopyServer = senders[0]
+	if mux != nil {
+		pc = mux
+	}
+	srv := pageserver.New(src, pageserver.Options{Precopy: pc, Prefetch: pageserver.Prefetch{Predictor: "ppm"}})
+	ln, err := net.Listen("tcp", spec.Listen)
+	if err != nil {
+		return err
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	// The workload starts before the target connects: it is the running
+	// workload we migrate.
+	t0 := time.Now()
+	for i, m := range ms {
+		m.Run(regions[i].Mem, nil)
+	}
+	paused := false
+	pauseAll := func() []MutatorState {
+		var sts []MutatorState
+		for _, m := range ms {
+			sts = append(sts, m.Pause())
+		}
+		paused = true
+		return sts
+	}
+	defer func() {
+		if !paused {
+			pauseAll()
+		}
+	}()
+	progress := func() uint64 {
+		var n uint64
+		for _, m := range ms {
+			n += m.Progress()
+		}
+		return n
+	}
+	if err := writeLine(stdout, map[string]string{"addr": ln.Addr().String()}); err != nil {
+		return err
+	}
+	for _, s := range senders {
+		if err := s.WaitReady(ctx); err != nil {
+			return fmt.Errorf("waiting for the target: %w", err)
+		}
+	}
+	p0, tStart := progress(), time.Now()
+	if d := tStart.Sub(t0); d > 0 {
+		rep.RateBefore = float64(p0) / d.Seconds()
+	}
+
+	env := hybrid.Env{PageSize: ps, TotalPages: uint64(spec.Pages * len(ms)), DowntimeBudget: spec.Budget,
+		MaxRounds: spec.MaxRounds, Bandwidth: spec.Bandwidth}
+	var hist []hybrid.Round
+	d := policy.Decide(env, hist)
+	rep.Decisions = append(rep.Decisions, d)
+	for d.Action == hybrid.Continue {
+		var st precopy.RoundStats
+		for _, s := range senders {
+			x, err := s.Round(ctx)
+			if err != nil {
+				return fmt.Errorf("pre-copy round %d: %w", len(hist), err)
+			}
+			st = mergeRound(st, x)
+		}
+		rep.Rounds = append(rep.Rounds, st)
+		hist = append(hist, hybrid.Round{Index: len(hist), Dirty: st.Dirty, FakeDirty: st.FakeDirty, Sent: st.Sent,
+			Refs: st.Zero + st.Dup + st.Known, Bytes: st.Bytes, Duration: st.Duration})
+		d = policy.Decide(env, hist)
+		rep.Decisions = append(rep.Decisions, d)
+	}
+	rep.Converged = d.Converged
+	rep.Action = d.Action.String()
+	tSwitch := time.Now()
+	rep.PrecopyTime = tSwitch.Sub(tStart)
+	if d := tSwitch.Sub(tStart); d > 0 {
+		rep.RateDuring = float64(progress()-p0) / d.Seconds()
+	}
+
+	// The switch: stop the workload at a step boundary.
+	states := pauseAll()
+	for _, m := range ms {
+		rep.LastStep = later(rep.LastStep, m.LastStep())
+	}
+	state, err := json.Marshal(states)
+	if err != nil {
+		return err
+	}
+	for i, s := range senders {
+		inv := map[uint32][]uint64{}
+		if d.Action == hybrid.StopAndCopy && len(hist) > 0 {
+			// A last round with the workload stopped: nothing is left.
+			st, err := s.Round(ctx)
+			if err != nil {
+				return fmt.Errorf("stop-and-copy round: %w", err)
+			}
+			rep.Rounds = append(rep.Rounds, st)
+		} else if len(hist) > 0 {
+			if inv, err = s.Pending(); err != nil {
+				return err
+			}
+		}
+		for _, p := range inv {
+			rep.Invalidated += uint64(len(p))
+		}
+		var st []byte
+		if i == 0 {
+			st = state
+		}
+		if err := s.Switch(inv, st); err != nil {
+			return fmt.Errorf("switch: %w", err)
+		}
+	}
+	for _, r := range rep.Rounds {
+		rep.PrecopyB += r.Bytes
+	}
+	before := srv.Stats().BytesSent
+	// Serve post-copy until the target has everything and says goodbye.
+	for {
+		if srv.Stats().ConnectionsActive == 0 && time.Since(tSwitch) > 100*time.Millisecond {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	st := srv.Stats()
+	rep.PostcopyB = st.BytesSent - before
+	rep.Demand = st.Requests[0]
+	return nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// mergeRound adds the stats of one sender's round to another's (separate
+// gang migrations run their rounds back to back).
+func mergeRound(a, b precopy.RoundStats) precopy.RoundStats {
+	if a.Streams == 0 {
+		return b
+	}
+	a.Dirty += b.Dirty
+	a.Carried += b.Carried
+	a.FakeDirty += b.FakeDirty
+	a.Zero += b.Zero
+	a.Dup += b.Dup
+	a.Known += b.Known
+	a.Sent += b.Sent
+	a.Rejected += b.Rejected
+	a.Bytes += b.Bytes
+	a.Duration += b.Duration
+	a.TrackTime += b.TrackTime
+	a.HashTime += b.HashTime
+	return a
+}
+
+// precopyMux routes pre-copy streams to one Sender per region (separate
+// migrations, no shared content index): the target opens one receiver per
+// region, and its Hello session tells them apart.
+type precopyMux struct {
+	mu       sync.Mutex
+	senders  []*precopy.Sender
+	sessions map[[16]byte]*precopy.Sender
+}
+
+func (x *precopyMux) ServePrecopy(hello *wire.Hello, nc net.Conn, r *wire.Reader, w *wire.Writer) error {
+	x.mu.Lock()
+	if x.sessions == nil {
+		x.sessions = map[[16]byte]*precopy.Sender{}
+	}
+	s, ok := x.sessions[hello.Session]
+	if !ok {
+		if len(x.sessions) == len(x.senders) {
+			x.mu.Unlock()
+			return errors.New("more pre-copy sessions than regions")
+		}
+		s = x.senders[len(x.sessions)]
+		x.sessions[hello.Session] = s
+	}
+	x.mu.Unlock()
+	return s.ServePrecopy(hello, nc, r, w)
+}
+
+// RunMigrateTarget is the target process: it connects to the source,
+// receives pre-copy into Handlers, and at the handover resumes the
+// workload on the migrated memory while post-copy completes. It prints its
+// TargetReport at the end.
+func RunMigrateTarget(ctx context.Context, spec MigrateSpec, stdout io.Writer) error {
+	rep := TargetReport{}
+	err := runTarget(ctx, spec, &rep)
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	if werr := writeLine(stdout, &rep); err == nil {
+		err = werr
+	}
+	return err
+}
+
+func runTarget(ctx context.Context, spec MigrateSpec, rep *TargetReport) error {
+	ms, err := spec.mutators()
+	if err != nil {
+		return err
+	}
+	faulthandler.ReserveProcs(spec.Threads*len(ms) + 2)
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var hs []*faulthandler.Handler
+	for i := range ms {
+		id := uint32(i)
+		h, err := faulthandler.Dial(dctx, "tcp", spec.Addr, faulthandler.Options{Region: &id})
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		hs = append(hs, h)
+	}
+	groups := [][]*faulthandler.Handler{hs}
+	if spec.Separate {
+		groups = nil
+		for _, h := range hs {
+			groups = append(groups, []*faulthandler.Handler{h})
+		}
+	}
+	// Every group's streams first (the source waits for all of them), then
+	// the rounds.
+	var recvs []*precopy.Receiver
+	for _, g := range groups {
+		recv, err := precopy.Dial(dctx, "tcp", spec.Addr, g, precopy.ReceiverConfig{Streams: max(spec.Streams, 1)})
+		if err != nil {
+			return err
+		}
+		recvs = append(recvs, recv)
+	}
+	errs := make(chan error, len(recvs))
+	for _, recv := range recvs {
+		go func() { errs <- recv.Run(ctx) }()
+	}
+	for range recvs {
+		if err := <-errs; err != nil {
+			return fmt.Errorf("pre-copy: %w", err)
+		}
+	}
+	state, _, _, ok := recvs[0].Handover()
+	if !ok {
+		return errors.New("pre-copy ended without a handover")
+	}
+	var states []MutatorState
+	if err := json.Unmarshal(state, &states); err != nil || len(states) != len(ms) {
+		return fmt.Errorf("workload state from the source: %v (%d states for %d workloads)", err, len(states), len(ms))
+	}
+	// The workload runs in this process, next to the fault handler. A
+	// thread that faults on a missing page inside non-preemptible runtime
+	// code (a copy()) cannot be stopped for a garbage collection, and the
+	// fault loop cannot run while the world is stopping: no GC until the
+	// region is complete (docs/architecture.md, "Threads and the Go
+	// scheduler"). A workload in its own process does not have this problem.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	// Resume at once; post-copy brings what is missing.
+	t0 := time.Now()
+	for i, h := range hs {
+		h.Start()
+		ms[i].Run(h.Memory(), &states[i])
+	}
+	var p0 uint64
+	for i := range ms {
+		p0 += sumSteps(states[i])
+	}
+	var finals []MutatorState
+	for _, m := range ms {
+		finals = append(finals, m.Wait())
+	}
+	tEnd := time.Now()
+	for _, m := range ms {
+		if f := m.FirstStep(); !f.IsZero() && (rep.FirstStep.IsZero() || f.Before(rep.FirstStep)) {
+			rep.FirstStep = f
+		}
+	}
+	var p1 uint64
+	for _, f := range finals {
+		p1 += sumSteps(f)
+	}
+	if d := tEnd.Sub(t0); d > 0 {
+		rep.RateAfter = float64(p1-p0) / d.Seconds()
+	}
+	for i, h := range hs {
+		wctx, wcancel := context.WithTimeout(ctx, 10*time.Minute)
+		err := h.Wait(wctx)
+		wcancel()
+		if err != nil {
+			return fmt.Errorf("post-copy of region %d: %w", i, err)
+		}
+		st := h.Stats()
+		rep.PostcopyTime = max(rep.PostcopyTime, st.Elapsed)
+		rep.DemandFaults += st.DemandRequests
+		rep.PushedPages += st.PushedPages
+		rep.PostcopyPages += st.DemandPages + st.BackgroundPages + st.PushedPages + st.ZeroPages
+		rep.Checksums = append(rep.Checksums, Checksum(h.Memory(), finals[i]))
+	}
+	return nil
+}
+
+func sumSteps(s MutatorState) uint64 {
+	var n uint64
+	for _, x := range s.Steps {
+		n += x
+	}
+	return n
+}
+
+// MigrateResult is one migration as the orchestrator reports it.
+type MigrateResult struct {
+	Workload        string            `json:"workload"`
+	Policy          string            `json:"policy"`
+	Link            string            `json:"link"`
+	Gang            int               `json:"gang"`
+	Converged       bool              `json:"converged"`
+	Action          string            `json:"action"`
+	TotalSeconds    float64           `json:"total_seconds"`
+	DowntimeMs      float64           `json:"downtime_ms"`
+	PrecopyRounds   int               `json:"precopy_rounds"`
+	PrecopySeconds  float64           `json:"precopy_seconds"`
+	PostcopySeconds float64           `json:"postcopy_seconds"`
+	BytesSent       uint64            `json:"bytes_sent"`
+	PrecopyBytes    uint64            `json:"precopy_bytes"`
+	PostcopyBytes   uint64            `json:"postcopy_bytes"`
+	DemandFaults    uint64            `json:"demand_faults"`
+	Invalidated     uint64            `json:"invalidated"`
+	RateBefore      float64           `json:"rate_before"`
+	RateDuring      float64           `json:"rate_during"`
+	RateAfter       float64           `json:"rate_after"`
+	ResultOK        bool              `json:"result_ok"`
+	Decisions       []hybrid.Decision `json:"decisions"`
+	Source          *SourceReport     `json:"source,omitempty"`
+	Target          *TargetReport     `json:"target,omitempty"`
+}
+
+// MigrateConfig sets up one migration.
+type MigrateConfig struct {
+	Spec MigrateSpec
+	// Argv runs this binary: Argv + ["migrate-source"|"migrate-target", "--spec", JSON].
+	Argv []string
+	// Expected, when set, are the checksums of the same run without
+	// migration (ExpectedChecksums); nil computes them.
+	Expected [][16]byte
+	Log      io.Writer
+}
+
+// Migrate runs one live migration between a source and a target process
+// over the configured link and reports it.
+func Migrate(ctx context.Context, cfg MigrateConfig) (*MigrateResult, error) {
+	spec := cfg.Spec
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	link, err := SetupLink(ctx, spec.Link, true)
+	if err != nil {
+		return nil, err
+	}
+	defer link.Close()
+	if n := link.Note(); n != "" {
+		fmt.Fprintf(cfg.Log, "link: %s\n", n)
+	}
+	spec.Link = link.Spec()
+	spec.Listen = link.SourceListenAddr()
+	if spec.Bandwidth == 0 && spec.Link.Rate > 0 {
+		spec.Bandwidth = spec.Link.Rate / 8
+	}
+	expected := cfg.Expected
+	if expected == nil {
+		if expected, err = spec.ExpectedChecksums(); err != nil {
+			return nil, fmt.Errorf("reference run: %w", err)
+		}
+	}
+
+	start := time.Now()
+	srcOut, srcCmd, err := startChild(ctx, cfg.Argv, "migrate-source", spec, link.SourceCmd)
+	if err != nil {
+		return nil, err
+	}
+	defer srcCmd.Process.Kill()
+	var addr struct {
+		Addr string `json:"addr"`
+	}
+	line, err := srcOut.ReadBytes('\n')
+	if err != nil || json.Unmarshal(line, &addr) != nil || addr.Addr == "" {
+		srcCmd.Process.Kill()
+		srcCmd.Wait()
+		return nil, fmt.Errorf("source did not start: %q %v", line, err)
+	}
+	spec.Addr = addr.Addr
+	tgtOut, tgtCmd, err := startChild(ctx, cfg.Argv, "migrate-target", spec, link.TargetCmd)
+	if err != nil {
+		return nil, err
+	}
+	defer tgtCmd.Process.Kill()
+	var src SourceReport
+	var tgt TargetReport
+	srcErr := readReport(srcOut, srcCmd, &src)
+	tgtErr := readReport(tgtOut, tgtCmd, &tgt)
+	total := time.Since(start)
+	if srcErr != nil {
+		return nil, fmt.Errorf("source: %w", srcErr)
+	}
+	if tgtErr != nil {
+		return nil, fmt.Errorf("target: %w", tgtErr)
+	}
+	r := &MigrateResult{
+		Workload: spec.Workload, Policy: spec.Policy, Link: link.Describe(), Gang: max(spec.Gang, 1),
+		Converged: src.Converged, Action: src.Action, TotalSeconds: total.Seconds(),
+		PrecopyRounds: len(src.Rounds), PrecopySeconds: src.PrecopyTime.Seconds(), PostcopySeconds: tgt.PostcopyTime.Seconds(),
+		PrecopyBytes: src.PrecopyB, PostcopyBytes: src.PostcopyB, BytesSent: src.PrecopyB + src.PostcopyB,
+		DemandFaults: tgt.DemandFaults, Invalidated: src.Invalidated,
+		RateBefore: src.RateBefore, RateDuring: src.RateDuring, RateAfter: tgt.RateAfter,
+		Decisions: src.Decisions, Source: &src, Target: &tgt,
+	}
+	if !src.LastStep.IsZero() && !tgt.FirstStep.IsZero() {
+		r.DowntimeMs = float64(tgt.FirstStep.Sub(src.LastStep)) / float64(time.Millisecond)
+	}
+	r.ResultOK = len(tgt.Checksums) == len(expected)
+	for i := range expected {
+		if !r.ResultOK || tgt.Checksums[i] != expected[i] {
+			r.ResultOK = false
+		}
+	}
+	return r, nil
+}
+
+func startChild(ctx context.Context, argv []string, role string, spec MigrateSpec, wrap func(*exec.Cmd) *exec.Cmd) (*bufio.Reader, *exec.Cmd, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	args := append(append([]string{}, argv[1:]...), role, "--spec", string(b))
+	cmd := wrap(exec.CommandContext(ctx, argv[0], args...))
+	cmd.Stderr = &limitedBuffer{max: 64 << 10}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("start %s: %w", role, err)
+	}
+	return bufio.NewReader(out), cmd, nil
+}
+
+// readReport reads a child's last JSON line into v and waits for it.
+func readReport(r *bufio.Reader, cmd *exec.Cmd, v interface{ errorText() string }) error {
+	var last []byte
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(bytes.TrimSpace(line)) > 0 {
+			last = line
+		}
+		if err != nil {
+			break
+		}
+	}
+	werr := cmd.Wait()
+	stderr := ""
+	if lb, ok := cmd.Stderr.(*limitedBuffer); ok {
+		stderr = strings.TrimSpace(lb.String())
+	}
+	if last == nil || json.Unmarshal(last, v) != nil {
+		return fmt.Errorf("no report (%v): %s", werr, stderr)
+	}
+	if e := v.errorText(); e != "" {
+		return errors.New(e)
+	}
+	if werr != nil {
+		return fmt.Errorf("%v: %s", werr, stderr)
+	}
+	return nil
+}
+
+func (s *SourceReport) errorText() string { return s.Error }
+func (t *TargetReport) errorText() string { return t.Error }
+
+// limitedBuffer keeps the first max bytes written to it.
+type limitedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := b.max - b.buf.Len(); room > 0 {
+		b.buf.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (b *limitedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
