@@ -244,6 +244,10 @@ var errNoQdisc = errors.New("qdisc not available in this kernel")
 // for a delay) and allowFallback, SetupLink returns a shaped link with the
 // same rate and delay, whose Note says why; otherwise the error. A
 // cancelled ctx is returned as an error, never a fallback.
+//
+// For loopback and shaped links SetupLink changes nothing on the system: a
+// child process can rebuild the link from its parent's Spec() to wrap its
+// listener. A veth link is made once, by the parent.
 func SetupLink(ctx context.Context, spec LinkSpec, allowFallback bool) (*Link, error) {
 	return setupLink(ctx, spec, allowFallback, defaultLinkTools)
 }
@@ -780,7 +784,7 @@ func (l *delayLine) commit(n int, now int64) bool {
 			start += float64(c) / s.bytesPerNs
 		}
 		at := int64(math.Ceil(start)) + s.delay
-		if q := &l.segs; q.len() > 0 && at-q.back().first <= int64(segmentSpan) {
+		if q := &l.segs; q.len() > 0 && at-q.back().first < int64(segmentSpan) {
 			q.back().end, q.back().at = l.tail, at
 		} else {
 			q.push(segment{end: l.tail, at: at, first: at})

@@ -446,19 +446,18 @@ func measureVeth(t *testing.T, l *Link, bulk time.Duration) perfResult {
 	return perfResult{}
 }
 
-// checkPerf checks round trips against 2 × delay and throughput against
+// perfProblems compares round trips with 2 × delay and throughput with
 // [lo, hi] × rate.
-func checkPerf(t *testing.T, spec LinkSpec, r perfResult, lo, hi float64) {
-	t.Helper()
-	t.Logf("%v: %v", spec, r)
+func perfProblems(spec LinkSpec, r perfResult, lo, hi float64) []string {
+	var p []string
 	if spec.Delay > 0 {
 		want := 2 * spec.Delay
 		// Never early; late by at most scheduling and timer wake-ups.
 		if p50 := r.rttQuantile(0.5); p50 < want || p50 > want+want/4+500*time.Microsecond {
-			t.Errorf("median RTT %v, want about %v", p50, want)
+			p = append(p, fmt.Sprintf("median RTT %v, want about %v", p50, want))
 		}
 		if m := r.rttQuantile(0); m < want-50*time.Microsecond {
-			t.Errorf("min RTT %v: below 2 × delay %v", m, want)
+			p = append(p, fmt.Sprintf("min RTT %v: below 2 × delay %v", m, want))
 		}
 	}
 	if spec.Rate > 0 {
@@ -467,10 +466,28 @@ func checkPerf(t *testing.T, spec LinkSpec, r perfResult, lo, hi float64) {
 			bps float64
 		}{{"upload", r.UpBps}, {"download", r.DownBps}} {
 			if f := x.bps / spec.Rate; f < lo || f > hi {
-				t.Errorf("%s %.3f Gbit/s = %.2f × rate, want %.2f–%.2f", x.dir, x.bps/1e9, f, lo, hi)
+				p = append(p, fmt.Sprintf("%s %.3f Gbit/s = %.2f × rate, want %.2f–%.2f", x.dir, x.bps/1e9, f, lo, hi))
 			}
 		}
 	}
+	return p
+}
+
+// checkPerf measures up to three times (a busy machine can spoil one
+// measurement; a wrong shaper spoils all) and fails if none is within
+// perfProblems' bounds.
+func checkPerf(t *testing.T, spec LinkSpec, measure func() perfResult, lo, hi float64) {
+	t.Helper()
+	var problems []string
+	for try := 1; try <= 3; try++ {
+		r := measure()
+		t.Logf("%v: %v", spec, r)
+		if problems = perfProblems(spec, r, lo, hi); len(problems) == 0 {
+			return
+		}
+		t.Logf("try %d: %s", try, strings.Join(problems, "; "))
+	}
+	t.Errorf("%v: %s", spec, strings.Join(problems, "; "))
 }
 
 func bulkTime() time.Duration {
@@ -503,11 +520,11 @@ func TestLinkVeth(t *testing.T) {
 			if names := pagewarpNetns(t); len(names) != 2 {
 				t.Errorf("ip netns list shows %v, want the link's two namespaces", names)
 			}
-			r := measureVeth(t, l, bulkTime())
+			measure := func() perfResult { return measureVeth(t, l, bulkTime()) }
 			if tc.lo > 0 {
-				checkPerf(t, l.Spec(), r, tc.lo, tc.hi)
+				checkPerf(t, l.Spec(), measure, tc.lo, tc.hi)
 			} else {
-				t.Logf("%v (report only): %v", l.Spec(), r)
+				t.Logf("%v (report only): %v", l.Spec(), measure())
 			}
 		})
 	}
@@ -620,11 +637,14 @@ func TestLinkShaped(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Log(l.Describe())
-				r, err := runPerf(shapedServer(t, l), 200, bulkTime())
-				if err != nil {
-					t.Fatal(err)
-				}
-				checkPerf(t, l.Spec(), r, 0.8, 1.1)
+				addr := shapedServer(t, l)
+				checkPerf(t, l.Spec(), func() perfResult {
+					r, err := runPerf(addr, 200, bulkTime())
+					if err != nil {
+						t.Fatal(err)
+					}
+					return r
+				}, 0.8, 1.1)
 			})
 			checkNoLeak(t, base)
 		})

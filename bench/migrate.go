@@ -223,6 +223,11 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 	if err != nil {
 		return err
 	}
+	if spec.Link.Kind == "shaped" {
+		// The in-process shaper lives here, on the source's side of every
+		// connection, in both directions.
+		ln = newShapedLink(spec.Link, "").WrapListener(ln)
+	}
 	go srv.Serve(ln)
 	defer srv.Close()
 
@@ -637,6 +642,7 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (*MigrateResult, error) {
 		RateBefore: src.RateBefore, RateDuring: src.RateDuring, RateAfter: tgt.RateAfter,
 		Decisions: src.Decisions, Source: &src, Target: &tgt,
 	}
+	r.DowntimeMs = -1 // the workload had finished before the switch: nothing to measure
 	if !src.LastStep.IsZero() && !tgt.FirstStep.IsZero() {
 		r.DowntimeMs = float64(tgt.FirstStep.Sub(src.LastStep)) / float64(time.Millisecond)
 	}
@@ -719,4 +725,25 @@ func (b *limitedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// CalibrateRate runs an unpaced workload for d on scratch memory and
+// returns the steps per second one of its threads makes: how to size the
+// Steps of a workload that must still be running after a given time.
+func CalibrateRate(name string, pages, threads int, seed int64, d time.Duration) (float64, error) {
+	m, err := NewMutator(MutatorConfig{Name: name, Pages: pages, Threads: threads, Seed: seed})
+	if err != nil {
+		return 0, err
+	}
+	mem, err := unix.Mmap(-1, 0, pages*m.PageSize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Munmap(mem)
+	m.Init(mem)
+	start := time.Now()
+	m.Run(mem, nil)
+	time.Sleep(d)
+	st := m.Pause()
+	return float64(sumSteps(st)) / float64(threads) / time.Since(start).Seconds(), nil
 }

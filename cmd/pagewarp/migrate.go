@@ -36,7 +36,7 @@ func (f *migrateFlags) register(cmd *cobra.Command, policies bool) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.size, "size", "256MiB", "region size (per workload)")
 	fl.IntVar(&f.threads, "threads", 2, "threads running each workload")
-	fl.Uint64Var(&f.steps, "steps", 0, "steps per thread for the whole run (default: --rate x --duration; runaway: 4e7)")
+	fl.Uint64Var(&f.steps, "steps", 0, "steps per thread for the whole run (default: --rate x --duration; runaway: what it makes in --duration here, unpaced)")
 	fl.Float64Var(&f.rate, "rate", 20000, "steps per second per thread (runaway is never paced)")
 	fl.DurationVar(&f.duration, "duration", 4*time.Second, "how long the paced workload runs in all, source and target together")
 	if policies {
@@ -69,7 +69,12 @@ func (f *migrateFlags) spec(workload string) (bench.MigrateSpec, error) {
 	if workload == "runaway" {
 		rate = 0
 		if steps == 0 {
-			steps = 40_000_000
+			// Unpaced: as many steps as it makes in --duration here.
+			r, err := bench.CalibrateRate(workload, int(sz/ps), f.threads, f.seed, 300*time.Millisecond)
+			if err != nil {
+				return bench.MigrateSpec{}, err
+			}
+			steps = uint64(r * f.duration.Seconds())
 		}
 	}
 	if steps == 0 {
