@@ -66,6 +66,7 @@ type SourceReport struct {
 	Converged   bool                 `json:"converged"`
 	Action      string               `json:"action"`      // the final decision: switch or stop-and-copy
 	LastStep    time.Time            `json:"last_step"`   // the workload's last step on the source
+	Start       time.Time            `json:"start"`       // the first pre-copy round began (or the switch, without one)
 	PrecopyTime time.Duration        `json:"precopy_ns"`  // first round to the switch
 	RateBefore  float64              `json:"rate_before"` // workload steps/s before pre-copy
 	RateDuring  float64              `json:"rate_during"` // workload steps/s during pre-copy
@@ -79,6 +80,7 @@ type SourceReport struct {
 // TargetReport is the target's account.
 type TargetReport struct {
 	FirstStep     time.Time     `json:"first_step"` // the workload's first step on the target
+	Complete      time.Time     `json:"complete"`   // the last page arrived
 	PostcopyTime  time.Duration `json:"postcopy_ns"`
 	RateAfter     float64       `json:"rate_after"` // steps/s on the target
 	DemandFaults  uint64        `json:"demand_faults"`
@@ -267,6 +269,7 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 		}
 	}
 	p0, tStart := progress(), time.Now()
+	rep.Start = tStart
 	if d := tStart.Sub(t0); d > 0 {
 		rep.RateBefore = float64(p0) / d.Seconds()
 	}
@@ -520,6 +523,7 @@ func runTarget(ctx context.Context, spec MigrateSpec, rep *TargetReport) error {
 		}
 		st := h.Stats()
 		rep.PostcopyTime = max(rep.PostcopyTime, st.Elapsed)
+		rep.Complete = later(rep.Complete, t0.Add(st.Elapsed))
 		rep.DemandFaults += st.DemandRequests
 		rep.PushedPages += st.PushedPages
 		rep.PostcopyPages += st.DemandPages + st.BackgroundPages + st.PushedPages + st.ZeroPages
@@ -538,13 +542,17 @@ func sumSteps(s MutatorState) uint64 {
 
 // MigrateResult is one migration as the orchestrator reports it.
 type MigrateResult struct {
-	Workload        string            `json:"workload"`
-	Policy          string            `json:"policy"`
-	Link            string            `json:"link"`
-	Gang            int               `json:"gang"`
-	Converged       bool              `json:"converged"`
-	Action          string            `json:"action"`
+	Workload  string `json:"workload"`
+	Policy    string `json:"policy"`
+	Link      string `json:"link"`
+	Gang      int    `json:"gang"`
+	Converged bool   `json:"converged"`
+	Action    string `json:"action"`
+	// TotalSeconds is the migration's time: from the first pre-copy round
+	// to the last page on the target. WallSeconds is the whole run's,
+	// the workload's time before and after included.
 	TotalSeconds    float64           `json:"total_seconds"`
+	WallSeconds     float64           `json:"wall_seconds"`
 	DowntimeMs      float64           `json:"downtime_ms"`
 	PrecopyRounds   int               `json:"precopy_rounds"`
 	PrecopySeconds  float64           `json:"precopy_seconds"`
@@ -626,7 +634,7 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (*MigrateResult, error) {
 	var tgt TargetReport
 	srcErr := readReport(srcOut, srcCmd, &src)
 	tgtErr := readReport(tgtOut, tgtCmd, &tgt)
-	total := time.Since(start)
+	wall := time.Since(start)
 	if srcErr != nil {
 		return nil, fmt.Errorf("source: %w", srcErr)
 	}
@@ -635,7 +643,7 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (*MigrateResult, error) {
 	}
 	r := &MigrateResult{
 		Workload: spec.Workload, Policy: spec.Policy, Link: link.Describe(), Gang: max(spec.Gang, 1),
-		Converged: src.Converged, Action: src.Action, TotalSeconds: total.Seconds(),
+		Converged: src.Converged, Action: src.Action, TotalSeconds: tgt.Complete.Sub(src.Start).Seconds(), WallSeconds: wall.Seconds(),
 		PrecopyRounds: len(src.Rounds), PrecopySeconds: src.PrecopyTime.Seconds(), PostcopySeconds: tgt.PostcopyTime.Seconds(),
 		PrecopyBytes: src.PrecopyB, PostcopyBytes: src.PostcopyB, BytesSent: src.PrecopyB + src.PostcopyB,
 		DemandFaults: tgt.DemandFaults, Invalidated: src.Invalidated,

@@ -215,6 +215,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "precopy", "--hash", "md5"}, "unknown content hash"},
 		{[]string{"bench", "precopy", "--filters", "maybe"}, "--filters"},
 		{[]string{"bench", "precopy", "--streams", "17"}, "17 streams"},
+		{[]string{"migrate", "--policy", "magic"}, "unknown hybrid policy"},
+		{[]string{"migrate", "--link", "wormhole:1gbit"}, "--link"},
+		{[]string{"migrate", "--workload", "bogus"}, "unknown mutator"},
+		{[]string{"migrate", "--streams", "0"}, "out of range"},
+		{[]string{"bench", "hybrid", "--policies", "magic"}, "unknown hybrid policy"},
 	} {
 		err := run(context.Background(), io.Discard, io.Discard, c.args)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -397,5 +402,40 @@ func TestMigrateGang(t *testing.T) {
 	}
 	if ratio := float64(bytesSent[false]) / float64(bytesSent[true]); ratio > 0.75 {
 		t.Errorf("gang pre-copy bytes %d shared vs %d separate: ratio %.2f, want well below 1", bytesSent[false], bytesSent[true], ratio)
+	}
+}
+
+// TestBenchHybrid runs a small hybrid benchmark: the JSON carries the keys
+// the issue asks for and every migration's result is right.
+func TestBenchHybrid(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	t.Setenv("PAGEWARP_CLI", "1")
+	var stdout bytes.Buffer
+	if err := run(context.Background(), &stdout, io.Discard, []string{"bench", "hybrid", "--json", "--size", "8MiB", "--duration", "1s",
+		"--workloads", "silent50", "--policies", "postcopy,adaptive", "--link", "shaped:1gbit"}); err != nil {
+		t.Fatalf("bench hybrid: %v\n%s", err, stdout.String())
+	}
+	var rep struct {
+		Results []map[string]any `json:"results"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("%v: %s", err, stdout.String())
+	}
+	if len(rep.Results) != 2 {
+		t.Fatalf("%d results, want 2", len(rep.Results))
+	}
+	for _, r := range rep.Results {
+		for _, k := range []string{"workload", "policy", "link", "converged", "total_seconds", "downtime_ms", "postcopy_seconds",
+			"bytes_sent", "demand_faults", "result_ok"} {
+			if _, ok := r[k]; !ok {
+				t.Errorf("result lacks %q", k)
+			}
+		}
+		if r["result_ok"] != true {
+			t.Errorf("%s/%s: result differs from the run without migration", r["workload"], r["policy"])
+		}
+		if !strings.Contains(r["link"].(string), "shaper") {
+			t.Errorf("link %q: want the in-process shaper named", r["link"])
+		}
 	}
 }

@@ -153,8 +153,8 @@ func printMigration(w io.Writer, r *bench.MigrateResult) {
 		conv = "did not converge"
 	}
 	fmt.Fprintf(w, "migrated %s x%d with policy %s over %s: pre-copy %s, then %s\n", r.Workload, r.Gang, r.Policy, r.Link, conv, r.Action)
-	fmt.Fprintf(w, "  total %.3f s; downtime %.2f ms; pre-copy %d rounds in %.3f s (%s); post-copy %.3f s (%s, %d demand faults, %d pages invalidated)\n",
-		r.TotalSeconds, r.DowntimeMs, r.PrecopyRounds, r.PrecopySeconds, bench.FormatSize(int64(r.PrecopyBytes)),
+	fmt.Fprintf(w, "  migration %.3f s (first round to last page; whole run %.2f s); downtime %.2f ms; pre-copy %d rounds in %.3f s (%s); post-copy %.3f s (%s, %d demand faults, %d pages invalidated)\n",
+		r.TotalSeconds, r.WallSeconds, r.DowntimeMs, r.PrecopyRounds, r.PrecopySeconds, bench.FormatSize(int64(r.PrecopyBytes)),
 		r.PostcopySeconds, bench.FormatSize(int64(r.PostcopyBytes)), r.DemandFaults, r.Invalidated)
 	fmt.Fprintf(w, "  bytes sent %s; workload steps/s before %.0f, during pre-copy %.0f, after the switch %.0f\n",
 		bench.FormatSize(int64(r.BytesSent)), r.RateBefore, r.RateDuring, r.RateAfter)
@@ -252,8 +252,18 @@ the workload's result equals that of a run without migration.`,
 		},
 	}
 	f.register(cmd, false)
-	cmd.Flags().Lookup("link").DefValue = "veth:1gbit,500us"
-	cmd.Flags().Set("link", "veth:1gbit,500us")
+	// Long enough that the workload still runs when the slowest policy
+	// switches: round 0 alone takes 2 s for 256 MiB at 1 Gbit/s.
+	cmd.Flags().Lookup("duration").DefValue = "8s"
+	cmd.Flags().Set("duration", "8s")
+	// Round 0 of 128 MiB takes about a second at 1 Gbit/s: 5 rounds let
+	// precopy give up on the runaway workload while it still runs.
+	cmd.Flags().Lookup("size").DefValue = "128MiB"
+	cmd.Flags().Set("size", "128MiB")
+	cmd.Flags().Lookup("max-rounds").DefValue = "5"
+	cmd.Flags().Set("max-rounds", "5")
+	cmd.Flags().Lookup("link").DefValue = "veth:1gbit"
+	cmd.Flags().Set("link", "veth:1gbit")
 	cmd.Flags().StringSliceVar(&workloads, "workloads", []string{"silent50", "phases", "zerodup", "runaway"}, "workloads to migrate")
 	cmd.Flags().StringSliceVar(&policies, "policies", hybrid.Names(), "switch policies to compare")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object {\"results\": [...]}")

@@ -47,7 +47,8 @@ and a background pull brings the rest.
   pagewarp serve --demo 256MiB                 # source: serve a demo region on 127.0.0.1:7070
   pagewarp receive --connect 127.0.0.1:7070 --verify
   pagewarp demo                                # both ends on loopback, with a comparison table
-  pagewarp bench faults --json                 # fault latency and pull throughput`,
+  pagewarp migrate --policy adaptive           # live-migrate a running workload between two processes
+  pagewarp bench faults|prefetch|precopy|hybrid --json`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       Version,
