@@ -4,7 +4,7 @@
 GO        ?= go
 BIN       := bin/pagewarp
 PKGS      := ./...
-RACE_PKGS := ./faulthandler ./pageserver ./wire ./precopy ./internal/...
+RACE_PKGS := ./faulthandler ./pageserver ./wire ./precopy ./hybrid ./bench ./internal/...
 FUZZTIME  ?= 30s
 
 .PHONY: all build test race demo bench fuzz lint deps clean
@@ -28,7 +28,8 @@ test: deps
 race: deps
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
-# demo migrates a 256 MiB demo region over loopback and prints a comparison table.
+# demo migrates a 256 MiB demo region over loopback and prints a comparison table
+# (post-copy, fault latency, prefetching predictors, pre-copy of a live region).
 demo: build
 	./$(BIN) demo
 
@@ -45,6 +46,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./wire
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./wire
 	$(GO) test -run '^$$' -fuzz '^FuzzReadTrace$$' -fuzztime $(FUZZTIME) ./predictor
+	$(GO) test -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime $(FUZZTIME) ./hybrid
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
