@@ -86,7 +86,33 @@ last compares prefetching predictors (none, nextn, ppm) on four workloads.`,
 				return err
 			}
 			printPrecopyTable(g.stdout, prep)
-			fmt.Fprintln(g.stdout, "\nmore: pagewarp bench faults|prefetch|precopy --json; docs/architecture.md; docs/benchmarks.md")
+
+			fmt.Fprintf(g.stdout, "\n== 6. live migration of a running workload between two processes, three switch policies\n")
+			mf := migrateFlags{size: "64MiB", threads: 2, rate: 20000, duration: 2 * time.Second, budget: 20 * time.Millisecond,
+				maxRounds: 30, streams: 2, link: "loopback", seed: 1}
+			spec, err := mf.spec("silent50")
+			if err != nil {
+				return err
+			}
+			expected, err := spec.ExpectedChecksums()
+			if err != nil {
+				return err
+			}
+			margv, err := exeArgv()
+			if err != nil {
+				return err
+			}
+			var migrations []*bench.MigrateResult
+			for _, p := range []string{"postcopy", "traditional", "adaptive"} {
+				spec.Policy = p
+				res, err := bench.Migrate(ctx, bench.MigrateConfig{Spec: spec, Argv: margv, Expected: expected})
+				if err != nil {
+					return fmt.Errorf("migrate with %s: %w", p, err)
+				}
+				migrations = append(migrations, res)
+			}
+			printHybridTable(g.stdout, migrations)
+			fmt.Fprintln(g.stdout, "\nmore: pagewarp migrate --help; pagewarp bench faults|prefetch|precopy|hybrid --json; docs/architecture.md; docs/benchmarks.md")
 			return nil
 		},
 	}

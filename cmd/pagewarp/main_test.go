@@ -238,7 +238,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo: %v\n%s", err, stdout.String())
 	}
 	for _, want := range []string{"listening on", "verified", "userfaultfd-go mapper.Handle", "loopback TCP", "background pull over loopback",
-		"prefetch:", "pointer-chase ppm", "precopy:", "silent50  streams=2"} {
+		"prefetch:", "pointer-chase ppm", "precopy:", "silent50  streams=2", "hybrid: link loopback", "adaptive"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout.String())
 		}
