@@ -150,3 +150,19 @@ func (h *Handler) Stats() Stats {
 	}
 	return s
 }
+
+// ServiceHistogram returns the demand service-time histogram (request sent
+// to page installed) behind Stats.ServiceP50 and ServiceP99, for exporters:
+// counts[i] is the number of demand requests whose service time d had
+// 2^(i/4) ns <= d < 2^((i+1)/4) ns (bucket 0 also holds shorter times, the
+// last bucket, from about 15 minutes, anything longer); sum is their total
+// service time. The buckets are read one by one while faults are served, so
+// sum may be a little ahead of or behind the counts.
+func (h *Handler) ServiceHistogram() (counts []uint64, sum time.Duration) {
+	st := &h.stats.serviceTime
+	counts = make([]uint64, len(st.buckets))
+	for i := range st.buckets {
+		counts[i] = st.buckets[i].Load()
+	}
+	return counts, time.Duration(st.sum.Load())
+}

@@ -7,14 +7,17 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/pagewarp/pagewarp/bench"
 	"github.com/pagewarp/pagewarp/faulthandler"
+	"github.com/pagewarp/pagewarp/metrics"
 	"github.com/pagewarp/pagewarp/predictor"
 )
 
@@ -66,6 +69,8 @@ type receiveOpts struct {
 	bulkStreams  int
 	asJSON       bool
 	traceOut     string // write the demand-fault sequence here (trace record)
+	metricsAddr  string // serve the fault handler's metrics here ("": off)
+	insecure     bool   // allow a non-loopback metricsAddr
 }
 
 func newReceiveCmd(g *globals) *cobra.Command {
@@ -78,7 +83,9 @@ registers it with userfaultfd, then pulls every page: touches of missing pages (
 --touch-threads workers touching every page in random order) become demand requests
 on an urgent connection, and a background pull on a bulk connection brings the rest.
 Once every page is resident it unregisters the region, says goodbye, and prints a
-summary. --verify compares a digest of the whole region with the server's.`,
+summary. --verify compares a digest of the whole region with the server's.
+--metrics-addr 127.0.0.1:9091 serves the fault handler's Prometheus metrics
+(docs/metrics.md) at http://127.0.0.1:9091/metrics while the region arrives.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.connect == "" {
@@ -93,6 +100,11 @@ summary. --verify compares a digest of the whole region with the server's.`,
 			}
 			if o.noPull && o.touchThreads == 0 {
 				return errors.New("--no-pull needs --touch-threads: nothing would fetch the pages")
+			}
+			if o.metricsAddr != "" {
+				if err := checkMetricsAddr(o.metricsAddr, o.insecure); err != nil {
+					return err
+				}
 			}
 			sum, err := receive(cmd.Context(), g, o)
 			if err != nil {
@@ -114,6 +126,8 @@ summary. --verify compares a digest of the whole region with the server's.`,
 	f.IntVar(&o.pullWindow, "pull-window", 0, "background requests in flight per bulk connection (0: default 2)")
 	f.IntVar(&o.bulkStreams, "bulk-streams", 0, "bulk connections for the pull, each installing on its own (0: default 3)")
 	f.BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
+	f.StringVar(&o.metricsAddr, "metrics-addr", "", metricsAddrUsage)
+	f.BoolVar(&o.insecure, "insecure", false, "allow a non-loopback --metrics-addr")
 	return cmd
 }
 
@@ -143,9 +157,24 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 			}
 		}
 	}
+	// Metrics listen before anything connects, so that a taken port fails
+	// the command early; the handler's collector joins once it exists.
+	var reg *prometheus.Registry
+	if o.metricsAddr != "" {
+		reg = newMetricsRegistry()
+		stop, err := serveMetrics(o.metricsAddr, reg)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		fmt.Fprintf(g.stderr, "metrics on http://%s/metrics\n", o.metricsAddr)
+	}
 	h, err := faulthandler.Dial(ctx, "tcp", o.connect, opts)
 	if err != nil {
 		return nil, err
+	}
+	if reg != nil {
+		reg.MustRegister(metrics.NewFaultHandlerCollector(h, prometheus.Labels{"region": strconv.FormatUint(uint64(h.RegionID()), 10)}))
 	}
 	// After a failure the region must not be unmapped under the threads
 	// still blocked on missing pages (they would crash with SIGSEGV): the

@@ -10,12 +10,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pagewarp/pagewarp/bench"
+	"github.com/pagewarp/pagewarp/metrics"
 	"github.com/pagewarp/pagewarp/pageserver"
 )
 
 func newServeCmd(g *globals) *cobra.Command {
 	var (
 		listen, file, demo string
+		metricsAddr        string
 		demoSeed           uint64
 		demoZero           float64
 		insecure           bool
@@ -28,7 +30,9 @@ func newServeCmd(g *globals) *cobra.Command {
 		Long: `serve runs a page server: receivers connect, and every page they fault on or pull
 is read from the source and sent with its hash. The source is a memory file (a VM
 snapshot's memory file, say) or a built-in demo region of deterministic content.
-It prints "listening on ADDR" once ready and serves until interrupted.`,
+It prints "listening on ADDR" once ready and serves until interrupted.
+--metrics-addr 127.0.0.1:9090 serves the page server's Prometheus metrics
+(docs/metrics.md) at http://127.0.0.1:9090/metrics.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (file == "") == (demo == "") {
@@ -36,6 +40,11 @@ It prints "listening on ADDR" once ready and serves until interrupted.`,
 			}
 			if err := checkListenAddr(listen, insecure); err != nil {
 				return err
+			}
+			if metricsAddr != "" {
+				if err := checkMetricsAddr(metricsAddr, insecure); err != nil {
+					return err
+				}
 			}
 			pageSize := os.Getpagesize()
 			var src pageserver.Source
@@ -75,6 +84,17 @@ It prints "listening on ADDR" once ready and serves until interrupted.`,
 				return err
 			}
 			srv := pageserver.New(src, pageserver.Options{Logger: g.logger(), Name: "pagewarp/" + Version, UrgentSpin: urgentSpin, Prefetch: prefetch})
+			if metricsAddr != "" {
+				reg := newMetricsRegistry()
+				reg.MustRegister(metrics.NewPageServerCollector(srv, nil))
+				stop, err := serveMetrics(metricsAddr, reg)
+				if err != nil {
+					ln.Close()
+					return err
+				}
+				defer stop()
+				fmt.Fprintf(g.stdout, "metrics on http://%s/metrics\n", metricsAddr)
+			}
 			if prefetch.Predictor != "" && prefetch.Predictor != "none" {
 				fmt.Fprintf(g.stdout, "pushing up to %d predicted pages per fault with %s%s\n", prefetch.Budget, prefetch.Predictor, pf.describe())
 			}
@@ -108,7 +128,8 @@ It prints "listening on ADDR" once ready and serves until interrupted.`,
 	f.StringVar(&demo, "demo", "", "serve a built-in demo region of this size (e.g. 256MiB)")
 	f.Uint64Var(&demoSeed, "demo-seed", 1, "seed of the demo region's content")
 	f.Float64Var(&demoZero, "demo-zero", 0.25, "fraction of the demo region's pages that are zero")
-	f.BoolVar(&insecure, "insecure", false, "allow a non-loopback --listen address without TLS")
+	f.BoolVar(&insecure, "insecure", false, "allow a non-loopback --listen address without TLS, and a non-loopback --metrics-addr")
+	f.StringVar(&metricsAddr, "metrics-addr", "", metricsAddrUsage)
 	pf.register(f)
 	f.DurationVar(&urgentSpin, "urgent-spin", 0, "busy-poll an urgent connection this long for the next demand request (0: default 200µs, negative: off)")
 	return cmd
