@@ -30,14 +30,20 @@ func (p Precopy) Decide(env Env, rounds []Round) Decision {
 		return d.decide(Continue, true, "bandwidth unknown (no round measured bytes over a duration): another round to measure it")
 	}
 	if t <= v.budget() {
-		return d.decide(StopAndCopy, true, "predicted downtime %s (%s at %s) fits the budget %s",
-			d.c("predicted_downtime_ms", ms(t)), d.c("left_pages", v.left), d.c("bandwidth_bytes_s", v.bw), d.c("budget_ms", ms(v.budget())))
+		return fitsBudget(d, v, t)
 	}
 	if v.n >= v.env.MaxRounds {
 		return d.decide(StopAndCopy, false, "did not converge in %s rounds: predicted downtime %s (%s at %s) exceeds the budget %s, so the caller stops and copies anyway and the downtime exceeds the budget",
 			d.c("rounds", float64(v.n)), d.c("predicted_downtime_ms", ms(t)), d.c("left_pages", v.left), d.c("bandwidth_bytes_s", v.bw), d.c("budget_ms", ms(v.budget())))
 	}
 	return d.decide(Continue, true, "predicted downtime %s (%s at %s) exceeds the budget %s: another round",
+		d.c("predicted_downtime_ms", ms(t)), d.c("left_pages", v.left), d.c("bandwidth_bytes_s", v.bw), d.c("budget_ms", ms(v.budget())))
+}
+
+// fitsBudget is the stop-and-copy of every policy that watches the budget,
+// once the predicted downtime t (seconds) fits it.
+func fitsBudget(d *decider, v view, t float64) Decision {
+	return d.decide(StopAndCopy, true, "predicted downtime %s (%s at %s) fits the budget %s",
 		d.c("predicted_downtime_ms", ms(t)), d.c("left_pages", v.left), d.c("bandwidth_bytes_s", v.bw), d.c("budget_ms", ms(v.budget())))
 }
 

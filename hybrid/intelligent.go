@@ -41,8 +41,7 @@ func (p Intelligent) Decide(env Env, rounds []Round) Decision {
 	}
 	t, tok := v.downtime(v.left)
 	if tok && t <= v.budget() {
-		return d.decide(StopAndCopy, true, "predicted downtime %s (%s at %s) fits the budget %s",
-			d.c("predicted_downtime_ms", ms(t)), d.c("left_pages", v.left), d.c("bandwidth_bytes_s", v.bw), d.c("budget_ms", ms(v.budget())))
+		return fitsBudget(d, v, t)
 	}
 	if v.rateKnown && v.bw > 0 && v.rate > v.linkRate() {
 		return d.decide(Switch, true, "the dirty rate %s exceeds the link rate %s: pre-copy cannot catch up, switch with %s left",

@@ -44,8 +44,7 @@ func (p WWS) Decide(env Env, rounds []Round) Decision {
 	}
 	t, tok := v.downtime(v.left)
 	if tok && t <= v.budget() {
-		return d.decide(StopAndCopy, true, "predicted downtime %s (%s at %s) fits the budget %s",
-			d.c("predicted_downtime_ms", ms(t)), d.c("left_pages", v.left), d.c("bandwidth_bytes_s", v.bw), d.c("budget_ms", ms(v.budget())))
+		return fitsBudget(d, v, t)
 	}
 	giveUp := func() Decision {
 		return d.decide(Switch, false, "gave up on pre-copy after %s rounds, the most allowed: switch with %s left",

@@ -1,27 +1,10 @@
 package pagemap
 
-import "structs"
+import (
+	"structs"
 
-// ioctl number construction, analogous to _IOC in include/uapi/asm-generic/ioctl.h.
-const (
-	iocNRBits   = 8
-	iocTypeBits = 8
-	iocSizeBits = 14
-
-	iocNRShift   = 0
-	iocTypeShift = iocNRShift + iocNRBits
-	iocSizeShift = iocTypeShift + iocTypeBits
-	iocDirShift  = iocSizeShift + iocSizeBits
-
-	iocWrite = 1
-	iocRead  = 2
+	"github.com/pagewarp/pagewarp/internal/ioctl"
 )
-
-func ioc(dir, typ, nr, size uintptr) uintptr {
-	return dir<<iocDirShift | typ<<iocTypeShift | nr<<iocNRShift | size<<iocSizeShift
-}
-
-func iowr(typ, nr, size uintptr) uintptr { return ioc(iocRead|iocWrite, typ, nr, size) }
 
 // Flags of pm_scan_arg.flags (PM_SCAN_*), from include/uapi/linux/fs.h.
 const (
@@ -92,4 +75,4 @@ const (
 const pagemapIOC = 'f'
 
 // ioctlNumScan is PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg), Linux >= 6.7.
-var ioctlNumScan = iowr(pagemapIOC, 16, sizeofPMScanArg)
+var ioctlNumScan = ioctl.IOWR(pagemapIOC, 16, sizeofPMScanArg)

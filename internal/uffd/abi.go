@@ -1,30 +1,10 @@
 package uffd
 
-import "structs"
+import (
+	"structs"
 
-// ioctl number construction, analogous to _IOC in include/uapi/asm-generic/ioctl.h.
-const (
-	iocNRBits   = 8
-	iocTypeBits = 8
-	iocSizeBits = 14
-
-	iocNRShift   = 0
-	iocTypeShift = iocNRShift + iocNRBits
-	iocSizeShift = iocTypeShift + iocTypeBits
-	iocDirShift  = iocSizeShift + iocSizeBits
-
-	iocNone  = 0
-	iocWrite = 1
-	iocRead  = 2
+	ioc "github.com/pagewarp/pagewarp/internal/ioctl"
 )
-
-func ioc(dir, typ, nr, size uintptr) uintptr {
-	return dir<<iocDirShift | typ<<iocTypeShift | nr<<iocNRShift | size<<iocSizeShift
-}
-
-func io(typ, nr uintptr) uintptr         { return ioc(iocNone, typ, nr, 0) }
-func ior(typ, nr, size uintptr) uintptr  { return ioc(iocRead, typ, nr, size) }
-func iowr(typ, nr, size uintptr) uintptr { return ioc(iocRead|iocWrite, typ, nr, size) }
 
 // The userfaultfd API, from include/uapi/linux/userfaultfd.h.
 const (
@@ -184,14 +164,14 @@ const (
 
 // ioctl numbers.
 var (
-	ioctlNumNew          = io(userfaultfdIOC, 0x00) // USERFAULTFD_IOC_NEW
-	ioctlNumAPI          = iowr(uffdio, nrAPI, sizeofAPI)
-	ioctlNumRegister     = iowr(uffdio, nrRegister, sizeofRegister)
-	ioctlNumUnregister   = ior(uffdio, nrUnregister, sizeofRange)
-	ioctlNumWake         = ior(uffdio, nrWake, sizeofRange)
-	ioctlNumCopy         = iowr(uffdio, nrCopy, sizeofCopy)
-	ioctlNumZeropage     = iowr(uffdio, nrZeropage, sizeofZeropage)
-	ioctlNumWriteprotect = iowr(uffdio, nrWriteprotect, sizeofWriteprotect)
+	ioctlNumNew          = ioc.IO(userfaultfdIOC, 0x00) // USERFAULTFD_IOC_NEW
+	ioctlNumAPI          = ioc.IOWR(uffdio, nrAPI, sizeofAPI)
+	ioctlNumRegister     = ioc.IOWR(uffdio, nrRegister, sizeofRegister)
+	ioctlNumUnregister   = ioc.IOR(uffdio, nrUnregister, sizeofRange)
+	ioctlNumWake         = ioc.IOR(uffdio, nrWake, sizeofRange)
+	ioctlNumCopy         = ioc.IOWR(uffdio, nrCopy, sizeofCopy)
+	ioctlNumZeropage     = ioc.IOWR(uffdio, nrZeropage, sizeofZeropage)
+	ioctlNumWriteprotect = ioc.IOWR(uffdio, nrWriteprotect, sizeofWriteprotect)
 )
 
 // Bits of uffdio_register.ioctls: the range ioctls the kernel allows on a
