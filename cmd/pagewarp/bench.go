@@ -128,16 +128,11 @@ workload checksum is compared with the same workload over the source's memory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if from != "" {
-				// Re-render a saved report.
-				b, err := os.ReadFile(from)
+				rep, err := loadReport[bench.PrefetchReport](from)
 				if err != nil {
 					return err
 				}
-				var rep bench.PrefetchReport
-				if err := json.Unmarshal(b, &rep); err != nil {
-					return fmt.Errorf("--from %s: %w", from, err)
-				}
-				return finishPrefetch(g, &rep, plot, asJSON)
+				return finishPrefetch(g, rep, plot, asJSON)
 			}
 			sz, err := bench.ParseSize(size)
 			if err != nil {
@@ -179,6 +174,19 @@ workload checksum is compared with the same workload over the source's memory.`,
 	f.BoolVar(&pull, "pull", false, "run the background pull too")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object {\"results\": [...], \"setup\": {...}}")
 	return cmd
+}
+
+// loadReport reads a report an earlier --json run saved, for --from.
+func loadReport[T any](path string) (*T, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rep T
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return nil, fmt.Errorf("--from %s: %w", path, err)
+	}
+	return &rep, nil
 }
 
 // finishPrefetch prints a prefetch report and writes its plot.

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -43,15 +41,11 @@ bytes sent, round 0's throughput, and memcpy's throughput measured in the same r
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if from != "" {
-				b, err := os.ReadFile(from)
+				rep, err := loadReport[bench.PrecopyReport](from)
 				if err != nil {
 					return err
 				}
-				var rep bench.PrecopyReport
-				if err := json.Unmarshal(b, &rep); err != nil {
-					return fmt.Errorf("--from %s: %w", from, err)
-				}
-				return finishPrecopy(g, &rep, asJSON)
+				return finishPrecopy(g, rep, asJSON)
 			}
 			sz, err := bench.ParseSize(size)
 			if err != nil {
