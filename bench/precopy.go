@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"time"
 
@@ -184,7 +185,7 @@ func Precopy(ctx context.Context, cfg PrecopyConfig) (*PrecopyReport, error) {
 	faulthandler.ReserveProcs(cfg.Threads + 2)
 	rep := &PrecopyReport{Setup: PrecopySetup{
 		Pages: uint64(cfg.Size) / uint64(ps), PageSize: ps, Threads: cfg.Threads, Interval: cfg.Interval.String(),
-		Rate: cfg.Rate, Hash: cfg.Hash.String(), Link: "loopback TCP, source and target in one process", CPUs: numCPU(),
+		Rate: cfg.Rate, Hash: cfg.Hash.String(), Link: "loopback TCP, source and target in one process", CPUs: runtime.NumCPU(),
 		MemcpyGbps: MemcpyGbps(),
 	}}
 	for _, w := range cfg.Workloads {
@@ -213,22 +214,6 @@ func Precopy(ctx context.Context, cfg PrecopyConfig) (*PrecopyReport, error) {
 type precopyOutcome struct {
 	PrecopyResult
 	track precopy.TrackMode
-}
-
-func numCPU() int { return len(cpuSet()) }
-
-func cpuSet() []int {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		return []int{0}
-	}
-	var cpus []int
-	for i := range 1024 {
-		if set.IsSet(i) {
-			cpus = append(cpus, i)
-		}
-	}
-	return cpus
 }
 
 // precopyRun migrates one live region: rounds while the mutator writes,

@@ -60,7 +60,7 @@ type Receiver struct {
 	ended    int
 	started  time.Time
 	cur      ReceivedRound
-	rejected []byte // RejectLen-byte entries
+	rejected map[uint32][]uint64 // pages whose data failed its hash this round, by region
 	pending  []pendingRef
 	rounds   []ReceivedRound
 
@@ -446,7 +446,10 @@ func (rc *Receiver) pages(s *rstream, m *wire.Pages) error {
 	rc.cur.Pages += uint64(n - len(bad))
 	rc.cur.Bytes += uint64((n - len(bad)) * ps)
 	for _, p := range bad {
-		rc.rejected = wire.AppendReject(rc.rejected, m.Region, p)
+		if rc.rejected == nil {
+			rc.rejected = make(map[uint32][]uint64)
+		}
+		rc.rejected[m.Region] = append(rc.rejected[m.Region], p)
 	}
 	rc.mu.Unlock()
 	return nil
@@ -611,18 +614,13 @@ func (rc *Receiver) roundEnd(s *rstream, m *wire.RoundEnd) error {
 
 func (rc *Receiver) acknowledge(round uint32) error {
 	rc.mu.Lock()
-	pending := rc.pending
-	rc.pending = nil
+	pending, rejected := rc.pending, rc.rejected
+	rc.pending, rc.rejected = nil, nil
 	rc.mu.Unlock()
-	var refs uint64
-	rejected := make(map[uint32][]uint64)
-	rc.mu.Lock()
-	for i := 0; i+wire.RejectLen <= len(rc.rejected); i += wire.RejectLen {
-		a := wire.RoundAck{Rejected: rc.rejected[i : i+wire.RejectLen]}
-		id, p := a.Entry(0)
-		rejected[id] = append(rejected[id], p)
+	if rejected == nil {
+		rejected = make(map[uint32][]uint64)
 	}
-	rc.mu.Unlock()
+	var refs uint64
 	for _, pr := range pending {
 		h := rc.handlers[pr.region]
 		ok, err := rc.resolve(h, pr.ref)
@@ -657,7 +655,6 @@ func (rc *Receiver) acknowledge(round uint32) error {
 	rc.cur.Duration = time.Since(rc.started)
 	rc.rounds = append(rc.rounds, rc.cur)
 	rc.cur = ReceivedRound{}
-	rc.rejected = rc.rejected[:0]
 	rc.ended = 0
 	rc.started = time.Time{}
 	rc.round++
