@@ -60,6 +60,9 @@ type conn struct {
 	mu      sync.Mutex // guards started, closing and the write deadline
 	started bool       // the handshake is done and the send loop runs
 	closing bool       // Close was called: writes get shutdownGrace
+	// handedOff: a pre-copy connection given to Options.Precopy; Close
+	// closes it, since nothing of the server's writes to it.
+	handedOff bool
 
 	// Send loop state.
 	written uint64 // w.Written() already counted in stats
@@ -99,7 +102,15 @@ func (c *conn) serve() {
 		return
 	}
 	if c.hello.Channel == wire.ChannelPrecopy {
-		// The pre-copy sender owns the connection from here on.
+		// The pre-copy sender owns the connection from here on; Close
+		// closes it under the sender, which then returns.
+		c.mu.Lock()
+		c.handedOff = true
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			return
+		}
 		if err := c.s.opts.Precopy.ServePrecopy(c.hello, c.nc, c.r, c.w); err != nil {
 			c.log.Info("pre-copy stream ended", "err", err)
 		}
@@ -118,7 +129,7 @@ func (c *conn) shutdown() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closing = true
-	if !c.started {
+	if !c.started || c.handedOff {
 		c.nc.Close() // in the handshake: nothing to say goodbye to yet
 		return
 	}

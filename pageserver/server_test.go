@@ -675,3 +675,46 @@ type badSource struct{}
 func (badSource) PageSize() int                          { return 1000 }
 func (badSource) Regions() []wire.Region                 { return nil }
 func (badSource) ReadPages(uint32, uint64, []byte) error { return nil }
+
+// blockingPrecopy takes pre-copy connections and reads them until they end,
+// as a pre-copy sender waiting for its target does.
+type blockingPrecopy struct{ attached chan struct{} }
+
+func (b *blockingPrecopy) ServePrecopy(_ *wire.Hello, nc net.Conn, r *wire.Reader, _ *wire.Writer) error {
+	b.attached <- struct{}{}
+	for {
+		if _, err := r.ReadMessage(); err != nil {
+			return err
+		}
+	}
+}
+
+// TestClosePrecopyStream: Close returns with a pre-copy stream handed to
+// Options.Precopy whose peer stays silent (it closes the connection under
+// the handler), on both transports.
+func TestClosePrecopyStream(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			pc := &blockingPrecopy{attached: make(chan struct{}, 1)}
+			s := regionServer(t, randomRegion(8, 1), Options{Precopy: pc})
+			dial := startServer(t, s, tr)
+			nc := dial()
+			defer nc.Close()
+			w, r := wire.NewWriter(nc), wire.NewReader(nc)
+			w.WriteMessage(&wire.Hello{VersionMin: wire.Version, VersionMax: wire.Version, Features: wire.FeaturePrecopy | wire.FeaturePageHashes,
+				Channel: wire.ChannelPrecopy, Session: [16]byte{9}, Stream: 0, Streams: 1})
+			w.Flush()
+			if m, err := r.ReadMessage(); err != nil || m.Type() != wire.TypeWelcome {
+				t.Fatalf("handshake: %v %v", m, err)
+			}
+			<-pc.attached
+			done := make(chan struct{})
+			go func() { s.Close(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close hangs on a pre-copy stream whose peer is silent")
+			}
+		})
+	}
+}

@@ -228,6 +228,8 @@ func (s *Sender) attach(hello *wire.Hello, st *stream) error {
 	switch {
 	case s.closed:
 		return errors.New("pre-copy is over")
+	case s.err != nil:
+		return fmt.Errorf("pre-copy failed: %w", s.err)
 	case !s.haveSession:
 		s.session, s.haveSession = hello.Session, true
 		s.want = int(hello.Streams)
