@@ -54,3 +54,17 @@ lint: deps
 
 clean:
 	rm -rf bin
+
+# deps-qemu installs Debian's qemu-system-x86 (QEMU 7.2, TCG) for the real-QEMU tests in ./qemu,
+# only when qemu-system-x86_64 is missing and only as root; otherwise it says what to do.
+.PHONY: deps-qemu
+deps-qemu:
+	@if command -v qemu-system-x86_64 >/dev/null 2>&1; then \
+		echo "deps-qemu: $$(qemu-system-x86_64 --version | head -1)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "deps-qemu: installing qemu-system-x86"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-x86; \
+	else \
+		echo "deps-qemu: qemu-system-x86_64 is missing and this is not root with apt-get:"; \
+		echo "deps-qemu:   run 'sudo apt-get install --no-install-recommends qemu-system-x86'; the real-QEMU tests in ./qemu skip without it"; \
+	fi
