@@ -1,0 +1,34 @@
+// Package guest builds the test guest of the real-QEMU tests: a 512-byte x86 boot sector,
+// assembled here from bytes (every instruction written out and commented in asm.go), that enters
+// 32-bit protected mode and runs one memory access pattern over a region of guest RAM forever,
+// and the checker that verifies a dump of that RAM (pmemsave) after a migration.
+//
+// The idea is QEMU's own migration test guest (tests/migration/i386/a-b-bootblock.S): every
+// pass increments a counter in every page of the region, so at any instant all counters are
+// equal except that the pages not yet visited in the current pass are one step behind. A page
+// lost or made stale by a migration breaks that shape.
+//
+// # Guest memory layout
+//
+//	0x7c00            the boot sector (code, GDT)
+//	HeaderAddr        u32 Magic, u32 pattern, u32 passes completed (incremented after each pass)
+//	RegionStart       Config.Pages pages; in each page: u32 counter at offset 0 (the pattern's
+//	                  visits), u32 next-page address at offset 4 (pointer chase only)
+//
+// # Patterns and their invariants (P = passes completed, read from the header)
+//
+//   - Sequential: pages 0, 1, …, N-1 each pass. Along that order the counters are
+//     non-increasing and all in {P, P+1}.
+//   - Strided: page (j·Stride) mod N for j = 0…N-1 (Stride odd, N a power of two: a permutation).
+//     Same invariant along that order.
+//   - HotSet: a pass visits the Hot first pages in order, then ONE page of the cold rest (a cursor
+//     that advances by one page per pass and wraps). Hot pages: the invariant above. Cold pages:
+//     along the cold order, non-increasing with values in {q, q+1} for some q, and their sum (the
+//     number of cold visits) in {P, P+1}.
+//   - PointerChase: at boot the guest links every page to the next in the cycle
+//     x → (ChaseA·x + ChaseC) mod N (full period), then each pass follows the stored pointers from
+//     page 0 for N steps: dependent loads whose next address is known only from the page just
+//     read. The invariant above along the cycle order, and every stored pointer intact.
+//
+// Progress: COM1 prints 'A' when the pattern starts and 'B' every 256 passes.
+package guest

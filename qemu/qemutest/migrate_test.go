@@ -1,0 +1,88 @@
+package qemutest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/pagewarp/pagewarp/qemu/guest"
+)
+
+// guestConfig is the test guest's region: 64 MiB in a 160 MiB VM.
+var guestConfig = guest.Config{Pages: 16384}
+
+// Pair starts a source running pattern p and a destination waiting (-incoming defer) in one
+// temporary directory, and waits for the source's guest to start its pattern.
+func pair(t *testing.T, ctx context.Context, p guest.Pattern) (src, dst *VM) {
+	t.Helper()
+	boot, err := guest.Build(p, guestConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	src = StartT(t, ctx, Options{Name: "src", Dir: dir, Boot: boot})
+	dst = StartT(t, ctx, Options{Name: "dst", Dir: dir, Boot: boot, Incoming: "defer"})
+	if err := src.WaitSerial(ctx, "A"); err != nil {
+		t.Fatal(err)
+	}
+	for { // at least one complete pass on the source, so progress on the destination shows
+		n, err := src.Passes(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return src, dst
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestPostcopyPlain migrates a running guest with post-copy, once per access pattern, and
+// checks the destination's memory and that the guest kept running there.
+func TestPostcopyPlain(t *testing.T) {
+	Require(t)
+	for _, p := range guest.Patterns {
+		t.Run(p.String(), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			src, dst := pair(t, ctx, p)
+			before, err := src.Passes(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			port, err := FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			uri := fmt.Sprintf("tcp:127.0.0.1:%d", port)
+			res, err := Migrate(ctx, src, dst, Migration{ListenURI: uri, ConnectURI: uri})
+			if err != nil {
+				t.Fatalf("%v\nsrc: %s\ndst: %s", err, src.Stderr(), dst.Stderr())
+			}
+			if _, err := src.QMP.WaitEvent(ctx, "STOP"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := dst.QMP.WaitEvent(ctx, "RESUME"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond) // let the guest run on the destination
+			after, err := dst.Verify(ctx, p, guestConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after <= before {
+				t.Fatalf("guest made no progress: %d passes before migration, %d after", before, after)
+			}
+			bt := "-"
+			if res.Dest.PostcopyBlocktime != nil {
+				bt = fmt.Sprint(*res.Dest.PostcopyBlocktime)
+			}
+			t.Logf("%v: statuses %v, passes %d -> %d, requests %d, postcopy %v, total %v, blocktime %s ms, postcopy-bytes %d",
+				p, res.Statuses, before, after, res.Source.RAM.PostcopyRequests, res.Postcopy.Round(time.Millisecond),
+				res.Total.Round(time.Millisecond), bt, res.Source.RAM.PostcopyBytes)
+		})
+	}
+}
