@@ -12,34 +12,6 @@ import (
 // guestConfig is the test guest's region: 64 MiB in a 160 MiB VM.
 var guestConfig = guest.Config{Pages: 16384}
 
-// Pair starts a source running pattern p and a destination waiting (-incoming defer) in one
-// temporary directory, and waits for the source's guest to start its pattern.
-func pair(t *testing.T, ctx context.Context, p guest.Pattern) (src, dst *VM) {
-	t.Helper()
-	boot, err := guest.Build(p, guestConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	src = StartT(t, ctx, Options{Name: "src", Dir: dir, Boot: boot})
-	dst = StartT(t, ctx, Options{Name: "dst", Dir: dir, Boot: boot, Incoming: "defer"})
-	if err := src.WaitSerial(ctx, "A"); err != nil {
-		t.Fatal(err)
-	}
-	for { // at least one complete pass on the source, so progress on the destination shows
-		n, err := src.Passes(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			return src, dst
-		}
-		if err := sleep(ctx, 20*time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // TestPostcopyPlain migrates a running guest with post-copy, once per access pattern, and
 // checks the destination's memory and that the guest kept running there.
 func TestPostcopyPlain(t *testing.T) {
@@ -48,7 +20,7 @@ func TestPostcopyPlain(t *testing.T) {
 		t.Run(p.String(), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			src, dst := pair(t, ctx, p)
+			src, dst := StartPair(t, ctx, p, guestConfig)
 			before, err := src.Passes(ctx, p)
 			if err != nil {
 				t.Fatal(err)

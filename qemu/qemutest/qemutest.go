@@ -256,6 +256,35 @@ func (v *VM) Verify(ctx context.Context, p guest.Pattern, c guest.Config) (uint3
 	return guest.Check(p, c, h, r)
 }
 
+// StartPair starts a source running pattern p and a destination waiting (-incoming defer) in one
+// temporary directory, and waits until the source's guest has completed a pass. Both are
+// killed at cleanup.
+func StartPair(t testing.TB, ctx context.Context, p guest.Pattern, c guest.Config) (src, dst *VM) {
+	t.Helper()
+	boot, err := guest.Build(p, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	src = StartT(t, ctx, Options{Name: "src", Dir: dir, Boot: boot})
+	dst = StartT(t, ctx, Options{Name: "dst", Dir: dir, Boot: boot, Incoming: "defer"})
+	if err := src.WaitSerial(ctx, "A"); err != nil {
+		t.Fatal(err)
+	}
+	for { // at least one complete pass on the source, so progress on the destination shows
+		n, err := src.Passes(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return src, dst
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -1,0 +1,431 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pagewarp/pagewarp/predictor"
+	"github.com/pagewarp/pagewarp/qemu/qmp"
+	"github.com/pagewarp/pagewarp/qemu/returnpath"
+)
+
+// Defaults of ProxyConfig.
+const (
+	DefaultBudget     = 8
+	DefaultCloseGrace = 2 * time.Second
+	DefaultDialTimout = 10 * time.Second
+)
+
+// ProxyConfig configures a Proxy.
+type ProxyConfig struct {
+	// Listen is the address the source migrates to ("127.0.0.1:0" picks a port; see Addr).
+	Listen string
+	// Dest is the destination QEMU's -incoming / migrate-incoming address ("127.0.0.1:4444").
+	Dest string
+	// Blocks are the source's RAM blocks (qmp.Client.RAMBlocks on the source). Only blocks listed
+	// here with a non-zero page size and used length are ever injected into.
+	Blocks []qmp.RAMBlock
+	// Predictor is a predictor.Names() name ("none" injects nothing). Default "ppm".
+	Predictor string
+	// PredictorConfig is passed to predictor.New for each block; its Pages is set to the
+	// block's used length in pages.
+	PredictorConfig predictor.Config
+	// Budget is how many predicted pages are injected after each real request (default 8).
+	Budget int
+	// CloseGrace is how long a connection pair stays half-open after one direction ended
+	// cleanly (default 2 s).
+	CloseGrace time.Duration
+	// DialTimeout bounds each dial of the destination (default 10 s).
+	DialTimeout time.Duration
+	// Logger receives connection events and the reason injection stopped (default: discard).
+	Logger *slog.Logger
+}
+
+// Stats are the proxy's counters.
+type Stats struct {
+	// Connections is the number of connection pairs accepted and dialled.
+	Connections int64
+	// RealRequests counts the destination's own page requests (messages); RealPages the pages
+	// they asked for.
+	RealRequests, RealPages int64
+	// Injected counts the REQ_PAGES_ID messages (one page each) the proxy added.
+	Injected int64
+	// InjectedThenRequested counts injected pages the destination requested afterwards anyway.
+	InjectedThenRequested int64
+	// SkippedInvalid counts predicted pages not injected because they failed validation (out of
+	// the block); SkippedRequested those already requested or injected before.
+	SkippedInvalid, SkippedRequested int64
+	// BytesToDest and BytesToSource count the bytes forwarded each way (injected frames included).
+	BytesToDest, BytesToSource int64
+	// InjectionDisabled is set when the proxy stopped injecting (see DisabledReason).
+	InjectionDisabled bool
+	DisabledReason    string
+}
+
+// Proxy is a post-copy prefetching proxy for one migration.
+type Proxy struct {
+	cfg    ProxyConfig
+	ln     net.Listener
+	log    *slog.Logger
+	blocks map[string]*blockState
+
+	connections, realRequests, realPages, injected, injThenReq atomic.Int64
+	skippedInvalid, skippedRequested, toDest, toSource         atomic.Int64
+	disabled                                                   atomic.Pointer[string]
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// blockState is the return-path goroutine's view of one RAM block.
+type blockState struct {
+	qmp.RAMBlock
+	pages uint64
+	pred  predictor.Predictor
+	// asked has a bit per page requested by the destination or injected; injected one per page
+	// injected (for InjectedThenRequested).
+	asked, injected []uint64
+}
+
+func testBit(b []uint64, i uint64) bool { return b[i/64]&(1<<(i%64)) != 0 }
+func setBit(b []uint64, i uint64)       { b[i/64] |= 1 << (i % 64) }
+
+// NewProxy validates cfg and listens on cfg.Listen.
+func NewProxy(cfg ProxyConfig) (*Proxy, error) {
+	if cfg.Predictor == "" {
+		cfg.Predictor = "ppm"
+	}
+	if cfg.Budget == 0 {
+		cfg.Budget = DefaultBudget
+	}
+	if cfg.Budget < 0 || cfg.Budget > 1024 {
+		return nil, fmt.Errorf("qemu proxy: budget %d not in 1..1024", cfg.Budget)
+	}
+	if cfg.CloseGrace == 0 {
+		cfg.CloseGrace = DefaultCloseGrace
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = DefaultDialTimout
+	}
+	if cfg.Dest == "" {
+		return nil, errors.New("qemu proxy: no destination address")
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, blocks: map[string]*blockState{}, conns: map[net.Conn]struct{}{}}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	for _, b := range cfg.Blocks {
+		if b.PageSize == 0 || b.PageSize > 1<<30 || b.PageSize&(b.PageSize-1) != 0 || b.Used == 0 || b.Used%b.PageSize != 0 {
+			return nil, fmt.Errorf("qemu proxy: block %q: page size %d, used %d", b.Name, b.PageSize, b.Used)
+		}
+		if _, dup := p.blocks[b.Name]; dup {
+			return nil, fmt.Errorf("qemu proxy: block %q listed twice", b.Name)
+		}
+		pages := b.Used / b.PageSize
+		if pages > predictor.MaxPages {
+			continue // never injected into
+		}
+		pc := cfg.PredictorConfig
+		pc.Pages = pages
+		pred, err := predictor.New(cfg.Predictor, pc)
+		if err != nil {
+			return nil, fmt.Errorf("qemu proxy: block %q: %w", b.Name, err)
+		}
+		words := (pages + 63) / 64
+		p.blocks[b.Name] = &blockState{RAMBlock: b, pages: pages, pred: pred, asked: make([]uint64, words), injected: make([]uint64, words)}
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("qemu proxy: %w", err)
+	}
+	p.ln = ln
+	return p, nil
+}
+
+// Addr is the address the proxy listens on: the source migrates to tcp:Addr.
+func (p *Proxy) Addr() net.Addr { return p.ln.Addr() }
+
+// Stats returns a snapshot of the counters.
+func (p *Proxy) Stats() Stats {
+	s := Stats{
+		Connections:           p.connections.Load(),
+		RealRequests:          p.realRequests.Load(),
+		RealPages:             p.realPages.Load(),
+		Injected:              p.injected.Load(),
+		InjectedThenRequested: p.injThenReq.Load(),
+		SkippedInvalid:        p.skippedInvalid.Load(),
+		SkippedRequested:      p.skippedRequested.Load(),
+		BytesToDest:           p.toDest.Load(),
+		BytesToSource:         p.toSource.Load(),
+	}
+	if r := p.disabled.Load(); r != nil {
+		s.InjectionDisabled, s.DisabledReason = true, *r
+	}
+	return s
+}
+
+// Serve accepts the source's connections, in order, until ctx ends or Close is called, then
+// closes every connection and waits for its goroutines. It returns nil after Close or the end
+// of ctx, and the error of a failed dial of the destination (after which the source's
+// connection is closed and Serve stops accepting: the migration cannot proceed).
+func (p *Proxy) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { p.Close() })
+	defer stop()
+	defer p.wg.Wait()
+	defer p.Close()
+	for i := 0; ; i++ {
+		src, err := p.ln.Accept()
+		if err != nil {
+			if p.isClosed() {
+				return nil
+			}
+			return fmt.Errorf("qemu proxy: accept: %w", err)
+		}
+		// Dial before accepting the next connection: the destination must see them in the
+		// source's order.
+		d := net.Dialer{Timeout: p.cfg.DialTimeout}
+		dst, err := d.DialContext(ctx, "tcp", p.cfg.Dest)
+		if err != nil {
+			src.Close()
+			p.Close()
+			if p.isClosed() && ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("qemu proxy: dial destination %s: %w", p.cfg.Dest, err)
+		}
+		if !p.track(src, dst) {
+			return nil
+		}
+		p.connections.Add(1)
+		p.log.Info("qemu proxy: connection", "n", i, "source", src.RemoteAddr(), "destination", dst.RemoteAddr())
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.pair(src, dst, i == 0) }()
+	}
+}
+
+func (p *Proxy) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// track registers a pair's sockets for Close; false (sockets closed) if the proxy is closed.
+func (p *Proxy) track(conns ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		for _, c := range conns {
+			c.Close()
+		}
+		return false
+	}
+	for _, c := range conns {
+		p.conns[c] = struct{}{}
+	}
+	return true
+}
+
+// Close stops accepting and closes every connection.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	err := p.ln.Close()
+	for c := range p.conns {
+		c.Close()
+	}
+	return err
+}
+
+// pair forwards one connection pair until either side ends.
+func (p *Proxy) pair(src, dst net.Conn, main bool) {
+	var once sync.Once
+	closeBoth := func() {
+		once.Do(func() {
+			src.Close()
+			dst.Close()
+			p.mu.Lock()
+			delete(p.conns, src)
+			delete(p.conns, dst)
+			p.mu.Unlock()
+		})
+	}
+	defer closeBoth()
+	done := make(chan error, 2)
+	go func() { done <- p.copyStream(dst, src, &p.toDest) }()
+	go func() {
+		if main {
+			done <- p.returnPath(src, dst)
+		} else {
+			done <- p.copyStream(src, dst, &p.toSource)
+		}
+	}()
+	for n := 0; n < 2; n++ {
+		var err error
+		if n == 0 {
+			err = <-done
+		} else {
+			select {
+			case err = <-done:
+			case <-time.After(p.cfg.CloseGrace):
+				p.log.Info("qemu proxy: closing a half-open connection after the grace period")
+				return
+			}
+		}
+		if err != nil {
+			p.log.Info("qemu proxy: connection ended", "err", err)
+			return // closeBoth: an error ends both directions at once
+		}
+	}
+}
+
+// copyStream copies from r to w until EOF (then half-closes w and returns nil) or an error.
+func (p *Proxy) copyStream(w, r net.Conn, count *atomic.Int64) error {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			count.Add(int64(n))
+		}
+		if err == io.EOF {
+			return halfClose(w)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func halfClose(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
+// countWriter counts the bytes written through it.
+type countWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// returnPath forwards the main connection's destination → source direction, message by
+// message, rewriting requests and injecting predictions.
+func (p *Proxy) returnPath(src, dst net.Conn) error {
+	r := returnpath.NewReader(dst)
+	w := countWriter{src, &p.toSource}
+	current := ""  // the block the destination named last
+	var out []byte // frames to write for one message
+	predicted := make([]uint64, 0, p.cfg.Budget)
+	for {
+		m, raw, err := r.Next()
+		if err == io.EOF {
+			return halfClose(src)
+		}
+		if err != nil {
+			p.disable(fmt.Sprintf("return path: %v", err))
+			return fmt.Errorf("return path: %w", err)
+		}
+		out = out[:0]
+		switch m.Type {
+		case returnpath.ReqPagesID, returnpath.ReqPages:
+			if m.Type == returnpath.ReqPagesID {
+				current = m.Block
+			}
+			if current == "" {
+				// A plain REQ_PAGES before any block was named: the source will refuse it;
+				// forward it as it is and inject no more.
+				p.disable("REQ_PAGES before any REQ_PAGES_ID")
+				out = append(out, raw...)
+				break
+			}
+			out, _ = returnpath.AppendReqPagesID(out, m.Start, m.Len, current) // current is 1..255 bytes: it came in a frame
+			out = p.onRequest(out, current, m.Start, m.Len, predicted[:0])
+		case returnpath.RecvBitmap:
+			if _, err := w.Write(raw); err != nil {
+				return err
+			}
+			if _, err := r.Bitmap(w); err != nil {
+				p.disable(fmt.Sprintf("return path: %v", err))
+				return fmt.Errorf("return path: %w", err)
+			}
+			continue
+		default:
+			out = append(out, raw...)
+		}
+		if _, err := w.Write(out); err != nil {
+			return err
+		}
+	}
+}
+
+// onRequest books a real request of length bytes at start of block and appends the injected
+// requests for the predicted pages to out.
+func (p *Proxy) onRequest(out []byte, block string, start uint64, length uint32, predicted []uint64) []byte {
+	p.realRequests.Add(1)
+	b, ok := p.blocks[block]
+	if !ok {
+		p.disable(fmt.Sprintf("request for block %q, not in the source's block list", block))
+		return out
+	}
+	ps := b.PageSize
+	if length == 0 || start%ps != 0 || uint64(length)%ps != 0 || start >= b.Used || uint64(length) > b.Used-start {
+		p.disable(fmt.Sprintf("request %#x+%d out of block %q (used %#x, page %d)", start, length, block, b.Used, ps))
+		return out
+	}
+	first, n := start/ps, uint64(length)/ps
+	p.realPages.Add(int64(n))
+	for pg := first; pg < first+n; pg++ {
+		if testBit(b.injected, pg) {
+			p.injThenReq.Add(1)
+		}
+		setBit(b.asked, pg)
+		b.pred.Observe(pg)
+	}
+	if p.disabled.Load() != nil {
+		return out
+	}
+	for _, pg := range b.pred.Predict(predicted, p.cfg.Budget) {
+		switch {
+		case pg >= b.pages:
+			p.skippedInvalid.Add(1)
+			continue
+		case testBit(b.asked, pg):
+			p.skippedRequested.Add(1)
+			continue
+		}
+		setBit(b.asked, pg)
+		setBit(b.injected, pg)
+		out, _ = returnpath.AppendReqPagesID(out, pg*ps, uint32(ps), block)
+		b.pred.Pushed(pg)
+		p.injected.Add(1)
+	}
+	return out
+}
+
+func (p *Proxy) disable(reason string) {
+	if p.disabled.CompareAndSwap(nil, &reason) {
+		p.log.Warn("qemu proxy: injection disabled", "reason", reason)
+	}
+}
