@@ -7,7 +7,7 @@ PKGS      := ./...
 RACE_PKGS := ./faulthandler ./pageserver ./wire ./precopy ./hybrid ./metrics ./bench ./internal/...
 FUZZTIME  ?= 30s
 
-.PHONY: all build test race demo bench fuzz lint deps clean
+.PHONY: all build test race demo bench fuzz lint deps deps-prometheus clean
 
 all: build
 
@@ -15,12 +15,25 @@ all: build
 deps:
 	$(GO) mod download
 
+# deps-prometheus makes sure the Prometheus server and promtool are installed (Debian's package
+# prometheus), with apt-get when they are missing and we are root. Otherwise it says why and goes
+# on: the tests that run them skip saying so, and lint fails.
+deps-prometheus:
+	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's prometheus (server and promtool)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	else \
+		echo "prometheus or promtool is missing and cannot be installed here (needs root and apt-get):"; \
+		echo "  the Prometheus tests will skip; make lint will fail"; \
+	fi
+
 build: deps
 	$(GO) build -o $(BIN) ./cmd/pagewarp
 
 # test runs every test (real userfaultfd, real sockets, re-executed target processes),
 # then the concurrent packages again under the race detector.
-test: deps
+test: deps deps-prometheus
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
@@ -48,9 +61,12 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzReadTrace$$' -fuzztime $(FUZZTIME) ./predictor
 	$(GO) test -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime $(FUZZTIME) ./hybrid
 
-lint: deps
+# lint also runs `promtool check metrics` over the real expositions of serve and of receive during a
+# migration (and of the pre-copy recorder): any complaint fails.
+lint: deps deps-prometheus
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	PAGEWARP_REQUIRE_PROMETHEUS=1 $(GO) test -count=1 -run '^TestPromtoolCheckMetrics$$' ./cmd/pagewarp
 
 clean:
 	rm -rf bin

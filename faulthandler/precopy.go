@@ -60,8 +60,23 @@ func (h *Handler) precopyCheck(page uint64, n int) error {
 
 // PrecopyData installs len(data)/PageSize() pages starting at page, already
 // verified: missing pages with UFFDIO_COPY, resident ones overwritten in
-// place.
+// place. Its pages and bytes count as pre-copy data received (Stats:
+// PrecopyPages, PrecopyBytes).
 func (h *Handler) PrecopyData(page uint64, data []byte) error {
+	return h.precopyCopy(page, data, kindPrecopy)
+}
+
+// PrecopyRef is PrecopyData for pages whose content did not travel: src is
+// the source of references (a page of this migration the target holds, or
+// of its base snapshot), already checked against the references' hashes.
+// Its pages count as duplicates (Stats.DuplicatePages), no bytes as
+// received.
+func (h *Handler) PrecopyRef(page uint64, src []byte) error {
+	return h.precopyCopy(page, src, kindDuplicate)
+}
+
+// precopyCopy installs data from page, counting its pages as kind.
+func (h *Handler) precopyCopy(page uint64, data []byte, kind pageKind) error {
 	if len(data)%h.pageSize != 0 {
 		return fmt.Errorf("pre-copy data of %d bytes is not a whole number of %d-byte pages", len(data), h.pageSize)
 	}
@@ -69,7 +84,10 @@ func (h *Handler) PrecopyData(page uint64, data []byte) error {
 	if err := h.precopyCheck(page, n); err != nil {
 		return err
 	}
-	return h.precopyRuns(page, n,
+	if kind == kindPrecopy {
+		h.stats.bytesReceived[kindPrecopy].Add(uint64(len(data)))
+	}
+	return h.precopyRuns(page, n, kind,
 		func(p uint64, k int) (int, error) {
 			off := int(p-page) * h.pageSize
 			return h.uffd.Copy(h.addr(p), data[off:off+k*h.pageSize], 0)
@@ -86,7 +104,7 @@ func (h *Handler) PrecopyZero(page uint64, n int) error {
 	if err := h.precopyCheck(page, n); err != nil {
 		return err
 	}
-	return h.precopyRuns(page, n,
+	return h.precopyRuns(page, n, kindPrecopy,
 		func(p uint64, k int) (int, error) {
 			return h.uffd.Zeropage(h.addr(p), uint64(k*h.pageSize), 0)
 		},
@@ -160,8 +178,8 @@ func (h *Handler) Drop(pages []uint64) error {
 
 // precopyRuns walks [page, page+n): runs of missing pages go to install
 // (which returns the bytes it installed, like UFFDIO_COPY), runs of
-// resident pages to inPlace.
-func (h *Handler) precopyRuns(page uint64, n int, install func(p uint64, k int) (int, error), inPlace func(p uint64, k int)) error {
+// resident pages to inPlace. The pages install installs count as kind.
+func (h *Handler) precopyRuns(page uint64, n int, kind pageKind, install func(p uint64, k int) (int, error), inPlace func(p uint64, k int)) error {
 	end := page + uint64(n)
 	for p := page; p < end; {
 		resident := h.state[p].Load() == stateResident
@@ -178,7 +196,7 @@ func (h *Handler) precopyRuns(page uint64, n int, install func(p uint64, k int) 
 		for p < q {
 			done, err := install(p, int(q-p))
 			installed := uint64(done / h.pageSize)
-			h.markResident(p, installed, kindPrecopy)
+			h.markResident(p, installed, kind)
 			p += installed
 			if err != nil && !errors.Is(err, unix.EEXIST) {
 				return fmt.Errorf("pre-copy install page %d: %w", p, err)

@@ -149,6 +149,7 @@ func NewRemote(ctx context.Context, urgent net.Conn, bulk []net.Conn, opts Optio
 		r.ufr = newFDReader(r.ufd)
 	}
 	h.fetch = r
+	h.stats.connsOpen.Store(int64(len(r.all())))
 	return h, nil
 }
 
@@ -530,10 +531,11 @@ func (r *remote) install(m *wire.Pages, kind pageKind, deferWake bool) error {
 			return fmt.Errorf("page %d: content hash %#x, the server's %#x: %w", m.Page+uint64(i), got, m.Hash(i), ErrHashMismatch)
 		}
 	}
-	h.stats.bytesReceived.Add(uint64(len(m.Data)))
 	if m.Pushed() {
+		h.stats.bytesReceived[kindPushed].Add(uint64(len(m.Data)))
 		return h.installPushed(m.Page, int(m.Count), m.Data, deferWake)
 	}
+	h.stats.bytesReceived[kind].Add(uint64(len(m.Data)))
 	return h.installDataMode(m.Page, int(m.Count), m.Data, kind, deferWake)
 }
 
@@ -636,6 +638,7 @@ func (r *remote) close() {
 		for _, rc := range r.all() {
 			rc.c.Close()
 		}
+		r.h.stats.connsOpen.Store(0)
 	})
 }
 

@@ -15,6 +15,7 @@ const (
 	kindZero
 	kindPushed
 	kindPrecopy
+	kindDuplicate // pre-copy pages copied from a reference's source (PrecopyRef)
 	numKinds
 )
 
@@ -70,7 +71,8 @@ type counters struct {
 	faultsCoalesced atomic.Uint64
 	demandRequests  atomic.Uint64
 	pullRequests    atomic.Uint64
-	bytesReceived   atomic.Uint64
+	bytesReceived   [numKinds]atomic.Uint64 // page data received, by how it travelled (demand, background, pushed, precopy)
+	connsOpen       atomic.Int64            // connections to the source held open
 	pushNotices     atomic.Uint64
 	pushedReceived  atomic.Uint64
 	probesStaged    atomic.Uint64
@@ -97,13 +99,19 @@ type Stats struct {
 	PushNotices     uint64        // Push notices received (demand replies followed by a push)
 	PushedReceived  uint64        // pages received in pushed frames (duplicates included)
 	PushedPages     uint64        // pages installed from pushes (zero pages included)
-	PrecopyPages    uint64        // pages installed by pre-copy while missing (zero pages and references included)
+	PrecopyPages    uint64        // pages installed by pre-copy while missing (zero pages included; references given to PrecopyRef count as DuplicatePages instead)
 	PrecopyInPlace  uint64        // pre-copy pages written over a page already present
 	PrecopyDropped  uint64        // pages made missing again (Drop)
 	ProbesStaged    uint64        // pushed pages held back as probes
 	ProbesUsed      uint64        // probes the workload touched (each a local fault, reported used)
 	ProbesUnused    uint64        // probes that expired untouched (reported unused)
-	BytesReceived   uint64        // page bytes received from the source
+	BytesReceived   uint64        // page bytes received from the source in post-copy (DemandBytes + BackgroundBytes + PushedBytes)
+	DemandBytes     uint64        // page bytes received in demand replies
+	BackgroundBytes uint64        // page bytes received in background (pull) replies
+	PushedBytes     uint64        // page bytes received in pushed frames (duplicates included)
+	PrecopyBytes    uint64        // page bytes handed to PrecopyData (pages written in place included; PrecopyRef's are not counted)
+	DuplicatePages  uint64        // pages pre-copy installed from a reference's source while missing (PrecopyRef)
+	ConnectionsOpen int           // connections to the source held open (urgent and bulk; 0 before Dial's handshake ends and after Close)
 	ServiceP50      time.Duration // demand request to install, median
 	ServiceP99      time.Duration // demand request to install, 99th percentile
 	// DemandServiceTotal sums the service time of every demand request: the
@@ -112,6 +120,7 @@ type Stats struct {
 	Elapsed            time.Duration // Start to the last page (or to now)
 	PageSize           int
 	Complete           bool
+	Failed             bool // the migration failed, or the handler was closed before it finished (Wait returns why)
 }
 
 // Stats returns the handler's counters.
@@ -136,13 +145,20 @@ func (h *Handler) Stats() Stats {
 		ProbesStaged:       h.stats.probesStaged.Load(),
 		ProbesUsed:         h.stats.probesUsed.Load(),
 		ProbesUnused:       h.stats.probesUnused.Load(),
-		BytesReceived:      h.stats.bytesReceived.Load(),
+		DemandBytes:        h.stats.bytesReceived[kindDemand].Load(),
+		BackgroundBytes:    h.stats.bytesReceived[kindBackground].Load(),
+		PushedBytes:        h.stats.bytesReceived[kindPushed].Load(),
+		PrecopyBytes:       h.stats.bytesReceived[kindPrecopy].Load(),
+		DuplicatePages:     h.stats.pages[kindDuplicate].Load(),
+		ConnectionsOpen:    int(h.stats.connsOpen.Load()),
 		ServiceP50:         h.stats.serviceTime.quantile(0.50),
 		ServiceP99:         h.stats.serviceTime.quantile(0.99),
 		DemandServiceTotal: time.Duration(h.stats.serviceTime.sum.Load()),
 		PageSize:           h.pageSize,
 		Complete:           isClosed(h.complete),
+		Failed:             isClosed(h.failed),
 	}
+	s.BytesReceived = s.DemandBytes + s.BackgroundBytes + s.PushedBytes
 	if end := h.ended.Load(); end != 0 {
 		s.Elapsed = time.Unix(0, end).Sub(h.started)
 	} else if !h.started.IsZero() {

@@ -11,13 +11,18 @@ import (
 // Kinds of pages a fault handler installs (label kind of
 // pagewarp_faulthandler_pages_installed_total). The kinds are disjoint:
 // zero counts the zero pages of demand and background replies, while pushed
-// and precopy include their zero pages.
+// and precopy include their zero pages; duplicate counts the pre-copy pages
+// copied from a reference's source (a page whose content the target already
+// held), which carried no page data. Bytes received
+// (pagewarp_faulthandler_received_bytes_total) have the kinds that carry
+// data: demand, background, pushed, precopy.
 const (
 	kindDemand     = "demand"
 	kindBackground = "background"
 	kindZero       = "zero"
 	kindPushed     = "pushed"
 	kindPrecopy    = "precopy"
+	kindDuplicate  = "duplicate"
 )
 
 // serviceBucketMinExp and serviceBucketMaxExp bound the exponents k of the
@@ -45,6 +50,7 @@ type faultHandlerCollector struct {
 	probesStaged, probesReported                            *prometheus.Desc
 	precopyInPlace, precopyDropped                          *prometheus.Desc
 	service                                                 *prometheus.Desc
+	connectionsOpen, failed                                 *prometheus.Desc
 }
 
 // NewFaultHandlerCollector returns a collector of h's counters (the target
@@ -69,7 +75,7 @@ func NewFaultHandlerCollector(h *faulthandler.Handler, labels prometheus.Labels)
 		demandRequests:  d("demand_requests_total", "Demand requests sent to the source, at most one per page."),
 		pullRequests:    d("pull_requests_total", "Background (pull) requests sent to the source."),
 		pagesInstalled:  d("pages_installed_total", "Pages installed in the region, by how they arrived.", "kind"),
-		receivedBytes:   d("received_bytes_total", "Page data received from the source (frame headers and hashes excluded)."),
+		receivedBytes:   d("received_bytes_total", "Page data received from the source, by how it travelled: demand, background, pushed, precopy (frame headers and hashes excluded).", "kind"),
 		pushNotices:     d("push_notices_total", "Push notices received: demand replies the source followed with predicted pages."),
 		pushedReceived:  d("pushed_received_pages_total", "Pages received in pushed frames, duplicates included."),
 		probesStaged:    d("probes_staged_total", "Pushed pages held back as probes to learn whether the workload uses them."),
@@ -77,6 +83,8 @@ func NewFaultHandlerCollector(h *faulthandler.Handler, labels prometheus.Labels)
 		precopyInPlace:  d("precopy_in_place_pages_total", "Pre-copy pages written over a page already present."),
 		precopyDropped:  d("precopy_dropped_pages_total", "Pages made missing again because pre-copy invalidated them."),
 		service:         d("demand_service_seconds", "Demand service time: from sending a demand request to installing its page (buckets 1.02 µs … 1.07 s)."),
+		connectionsOpen: d("connections_open", "Connections to the source the handler holds open (urgent and bulk); 0 once it has closed them."),
+		failed:          d("failed", "1 once the migration has failed (or the handler was closed before it finished), else 0."),
 	}
 }
 
@@ -87,6 +95,7 @@ func (c *faultHandlerCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.faultEvents, c.faultBatches, c.faultsCoalesced, c.demandRequests, c.pullRequests,
 		c.pagesInstalled, c.receivedBytes, c.pushNotices, c.pushedReceived,
 		c.probesStaged, c.probesReported, c.precopyInPlace, c.precopyDropped, c.service,
+		c.connectionsOpen, c.failed,
 	} {
 		ch <- d
 	}
@@ -115,7 +124,11 @@ func (c *faultHandlerCollector) Collect(ch chan<- prometheus.Metric) {
 		{c.pagesInstalled, counter, float64(st.ZeroPages), []string{kindZero}},
 		{c.pagesInstalled, counter, float64(st.PushedPages), []string{kindPushed}},
 		{c.pagesInstalled, counter, float64(st.PrecopyPages), []string{kindPrecopy}},
-		{c.receivedBytes, counter, float64(st.BytesReceived), nil},
+		{c.pagesInstalled, counter, float64(st.DuplicatePages), []string{kindDuplicate}},
+		{c.receivedBytes, counter, float64(st.DemandBytes), []string{kindDemand}},
+		{c.receivedBytes, counter, float64(st.BackgroundBytes), []string{kindBackground}},
+		{c.receivedBytes, counter, float64(st.PushedBytes), []string{kindPushed}},
+		{c.receivedBytes, counter, float64(st.PrecopyBytes), []string{kindPrecopy}},
 		{c.pushNotices, counter, float64(st.PushNotices), nil},
 		{c.pushedReceived, counter, float64(st.PushedReceived), nil},
 		{c.probesStaged, counter, float64(st.ProbesStaged), nil},
@@ -123,6 +136,8 @@ func (c *faultHandlerCollector) Collect(ch chan<- prometheus.Metric) {
 		{c.probesReported, counter, float64(st.ProbesUnused), []string{"unused"}},
 		{c.precopyInPlace, counter, float64(st.PrecopyInPlace), nil},
 		{c.precopyDropped, counter, float64(st.PrecopyDropped), nil},
+		{c.connectionsOpen, gauge, float64(st.ConnectionsOpen), nil},
+		{c.failed, gauge, boolValue(st.Failed), nil},
 	} {
 		m.emit(ch)
 	}

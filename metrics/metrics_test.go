@@ -124,9 +124,15 @@ func TestMigrationExposition(t *testing.T) {
 # HELP pagewarp_faulthandler_complete 1 once every page of the region is resident, else 0.
 # TYPE pagewarp_faulthandler_complete gauge
 pagewarp_faulthandler_complete{region="0"} 1
+# HELP pagewarp_faulthandler_connections_open Connections to the source the handler holds open (urgent and bulk); 0 once it has closed them.
+# TYPE pagewarp_faulthandler_connections_open gauge
+pagewarp_faulthandler_connections_open{region="0"} 0
 # HELP pagewarp_faulthandler_demand_requests_total Demand requests sent to the source, at most one per page.
 # TYPE pagewarp_faulthandler_demand_requests_total counter
 pagewarp_faulthandler_demand_requests_total{region="0"} %[1]d
+# HELP pagewarp_faulthandler_failed 1 once the migration has failed (or the handler was closed before it finished), else 0.
+# TYPE pagewarp_faulthandler_failed gauge
+pagewarp_faulthandler_failed{region="0"} 0
 # HELP pagewarp_faulthandler_page_size_bytes Page size of the region.
 # TYPE pagewarp_faulthandler_page_size_bytes gauge
 pagewarp_faulthandler_page_size_bytes{region="0"} %[4]d
@@ -134,6 +140,7 @@ pagewarp_faulthandler_page_size_bytes{region="0"} %[4]d
 # TYPE pagewarp_faulthandler_pages_installed_total counter
 pagewarp_faulthandler_pages_installed_total{kind="background",region="0"} 0
 pagewarp_faulthandler_pages_installed_total{kind="demand",region="0"} %[2]d
+pagewarp_faulthandler_pages_installed_total{kind="duplicate",region="0"} 0
 pagewarp_faulthandler_pages_installed_total{kind="precopy",region="0"} 0
 pagewarp_faulthandler_pages_installed_total{kind="pushed",region="0"} 0
 pagewarp_faulthandler_pages_installed_total{kind="zero",region="0"} %[3]d
@@ -144,9 +151,12 @@ pagewarp_faulthandler_probes_reported_total{region="0",result="used"} 0
 # HELP pagewarp_faulthandler_pull_requests_total Background (pull) requests sent to the source.
 # TYPE pagewarp_faulthandler_pull_requests_total counter
 pagewarp_faulthandler_pull_requests_total{region="0"} 0
-# HELP pagewarp_faulthandler_received_bytes_total Page data received from the source (frame headers and hashes excluded).
+# HELP pagewarp_faulthandler_received_bytes_total Page data received from the source, by how it travelled: demand, background, pushed, precopy (frame headers and hashes excluded).
 # TYPE pagewarp_faulthandler_received_bytes_total counter
-pagewarp_faulthandler_received_bytes_total{region="0"} %[5]d
+pagewarp_faulthandler_received_bytes_total{kind="background",region="0"} 0
+pagewarp_faulthandler_received_bytes_total{kind="demand",region="0"} %[5]d
+pagewarp_faulthandler_received_bytes_total{kind="precopy",region="0"} 0
+pagewarp_faulthandler_received_bytes_total{kind="pushed",region="0"} 0
 # HELP pagewarp_faulthandler_region_pages Pages in the migrated region.
 # TYPE pagewarp_faulthandler_region_pages gauge
 pagewarp_faulthandler_region_pages{region="0"} %[1]d
@@ -191,6 +201,8 @@ pagewarp_pageserver_requests_total{priority="demand"} %[1]d
 `, testPages, data, zero, ps, data*ps)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"pagewarp_faulthandler_complete",
+		"pagewarp_faulthandler_connections_open",
+		"pagewarp_faulthandler_failed",
 		"pagewarp_faulthandler_demand_requests_total",
 		"pagewarp_faulthandler_page_size_bytes",
 		"pagewarp_faulthandler_pages_installed_total",

@@ -12,11 +12,11 @@ import (
 )
 
 // Kinds of pages a pre-copy round handles (label kind of
-// pagewarp_precopy_pages_total), besides kindZero (sent as a zero marker):
-// each dirty page the sender looked at is one of them.
+// pagewarp_precopy_pages_total), besides kindZero (sent as a zero marker)
+// and kindDuplicate (sent as a reference to a page of this migration the
+// target holds): each dirty page the sender looked at is one of them.
 const (
 	kindData             = "data"               // sent with its content
-	kindDuplicate        = "duplicate"          // sent as a reference to a page of this migration the target holds
 	kindKnown            = "known"              // sent as a reference to the target's base snapshot
 	kindFakeDirtySkipped = "fake_dirty_skipped" // not sent: written, but its content equals what the target holds
 )
