@@ -57,6 +57,18 @@ type MigrateSpec struct {
 	// Separate makes the source pre-copy each gang member with its own
 	// content index (K separate migrations, for comparison).
 	Separate bool `json:"separate"`
+	// Probe, when positive, measures the workload's write rate for this
+	// long before round 0 (precopy.Sender.Probe) and gives it to the
+	// policy (hybrid.Env.ProbeDirty), which may then switch before any
+	// round. Its time counts in the migration's.
+	Probe time.Duration `json:"probe_ns,omitempty"`
+	// StallPerPage is the policy's estimate of what post-copy costs the
+	// workload per missing page (hybrid.Env.PostcopyStallPerPage; 0: its
+	// default).
+	StallPerPage time.Duration `json:"stall_per_page_ns,omitempty"`
+	// Sample is the target's period for sampling its counters into the
+	// timeline (0: 10 ms).
+	Sample time.Duration `json:"sample_ns,omitempty"`
 }
 
 // SourceReport is the source's account of a migration.
@@ -74,7 +86,23 @@ type SourceReport struct {
 	PrecopyB    uint64               `json:"precopy_bytes"`
 	PostcopyB   uint64               `json:"postcopy_bytes"` // page server bytes after the switch
 	Demand      uint64               `json:"demand_requests"`
-	Error       string               `json:"error,omitempty"`
+	// Times of the migration's steps, for the timeline: the probe, each
+	// round (as many as Rounds), the switch (the workload stopped).
+	ProbeSpan  *TimeSpan           `json:"probe_span,omitempty"`
+	Probe      *precopy.ProbeStats `json:"probe,omitempty"`
+	RoundSpans []TimeSpan          `json:"round_spans"`
+	SwitchAt   time.Time           `json:"switch_at"`
+	// PendingSkipped counts pages written after the last round whose
+	// content the target already held: not invalidated.
+	PendingSkipped uint64 `json:"pending_skipped"`
+	Error          string `json:"error,omitempty"`
+}
+
+// TimeSpan is a start and an end in wall-clock time (both processes of a
+// migration run on one host, so their clocks agree).
+type TimeSpan struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
 }
 
 // TargetReport is the target's account.
@@ -87,7 +115,19 @@ type TargetReport struct {
 	PushedPages   uint64        `json:"pushed_pages"`
 	PostcopyPages uint64        `json:"postcopy_pages"`
 	Checksums     [][16]byte    `json:"checksums"` // per gang member
-	Error         string        `json:"error,omitempty"`
+	// Samples are the target's counters every MigrateSpec.Sample from the
+	// resume to the last page.
+	Samples []TargetSample `json:"samples"`
+	Error   string         `json:"error,omitempty"`
+}
+
+// TargetSample is the target's cumulative counters at one time, summed
+// over its regions.
+type TargetSample struct {
+	At         time.Time `json:"at"`
+	Demand     uint64    `json:"demand_faults"`    // demand requests sent to the source
+	Pushed     uint64    `json:"pushed_pages"`     // pages installed from pushes
+	Background uint64    `json:"background_pages"` // pages installed from the background pull
 }
 
 // gangInit fills member i of a gang: the workload's own content, then the
@@ -275,12 +315,23 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 	}
 
 	env := hybrid.Env{PageSize: ps, TotalPages: uint64(spec.Pages * len(ms)), DowntimeBudget: spec.Budget,
-		MaxRounds: spec.MaxRounds, Bandwidth: spec.Bandwidth}
+		MaxRounds: spec.MaxRounds, Bandwidth: spec.Bandwidth, PostcopyStallPerPage: spec.StallPerPage}
+	if spec.Probe > 0 {
+		pst, err := probe(ctx, senders, spec.Probe)
+		if err != nil {
+			return err
+		}
+		rep.ProbeSpan = &TimeSpan{Start: tStart, End: time.Now()}
+		rep.Probe = &pst
+		// Silent stores need no sending: the policy gets the changes.
+		env.ProbeDirty, env.ProbeWindow = pst.Changed(), pst.Window
+	}
 	var hist []hybrid.Round
 	d := policy.Decide(env, hist)
 	rep.Decisions = append(rep.Decisions, d)
 	for d.Action == hybrid.Continue {
 		var st precopy.RoundStats
+		span := TimeSpan{Start: time.Now()}
 		for _, s := range senders {
 			x, err := s.Round(ctx)
 			if err != nil {
@@ -288,7 +339,9 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 			}
 			st = mergeRound(st, x)
 		}
+		span.End = time.Now()
 		rep.Rounds = append(rep.Rounds, st)
+		rep.RoundSpans = append(rep.RoundSpans, span)
 		hist = append(hist, hybrid.Round{Index: len(hist), Dirty: st.Dirty, FakeDirty: st.FakeDirty, Sent: st.Sent,
 			Refs: st.Zero + st.Dup + st.Known, Bytes: st.Bytes, Duration: st.Duration})
 		d = policy.Decide(env, hist)
@@ -297,6 +350,7 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 	rep.Converged = d.Converged
 	rep.Action = d.Action.String()
 	tSwitch := time.Now()
+	rep.SwitchAt = tSwitch
 	rep.PrecopyTime = tSwitch.Sub(tStart)
 	if d := tSwitch.Sub(tStart); d > 0 {
 		rep.RateDuring = float64(progress()-p0) / d.Seconds()
@@ -315,15 +369,19 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 		inv := map[uint32][]uint64{}
 		if d.Action == hybrid.StopAndCopy && len(hist) > 0 {
 			// A last round with the workload stopped: nothing is left.
+			span := TimeSpan{Start: time.Now()}
 			st, err := s.Round(ctx)
 			if err != nil {
 				return fmt.Errorf("stop-and-copy round: %w", err)
 			}
+			span.End = time.Now()
 			rep.Rounds = append(rep.Rounds, st)
+			rep.RoundSpans = append(rep.RoundSpans, span)
 		} else if len(hist) > 0 {
 			if inv, err = s.Pending(); err != nil {
 				return err
 			}
+			rep.PendingSkipped += s.PendingSkipped()
 		}
 		for _, p := range inv {
 			rep.Invalidated += uint64(len(p))
@@ -355,6 +413,35 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 	rep.PostcopyB = st.BytesSent - before
 	rep.Demand = st.Requests[0]
 	return nil
+}
+
+// probe runs Sender.Probe on every sender at once for window and returns
+// their figures, summed (the longest window).
+func probe(ctx context.Context, senders []*precopy.Sender, window time.Duration) (precopy.ProbeStats, error) {
+	type res struct {
+		st  precopy.ProbeStats
+		err error
+	}
+	out := make(chan res, len(senders))
+	for _, s := range senders {
+		go func() {
+			st, err := s.Probe(ctx, window)
+			out <- res{st, err}
+		}()
+	}
+	var total precopy.ProbeStats
+	var first error
+	for range senders {
+		r := <-out
+		total.Written += r.st.Written
+		total.Sampled += r.st.Sampled
+		total.SampledChanged += r.st.SampledChanged
+		total.Window = max(total.Window, r.st.Window)
+		if r.err != nil && first == nil {
+			first = fmt.Errorf("probe: %w", r.err)
+		}
+	}
+	return total, first
 }
 
 func later(a, b time.Time) time.Time {
@@ -497,6 +584,8 @@ func runTarget(ctx context.Context, spec MigrateSpec, rep *TargetReport) error {
 	for i := range ms {
 		p0 += sumSteps(states[i])
 	}
+	stopSampling := sampleTarget(hs, spec.Sample, &rep.Samples)
+	defer stopSampling()
 	var finals []MutatorState
 	for _, m := range ms {
 		finals = append(finals, m.Wait())
@@ -529,7 +618,59 @@ func runTarget(ctx context.Context, spec MigrateSpec, rep *TargetReport) error {
 		rep.PostcopyPages += st.DemandPages + st.BackgroundPages + st.PushedPages + st.ZeroPages
 		rep.Checksums = append(rep.Checksums, Checksum(h.Memory(), finals[i]))
 	}
+	stopSampling()
 	return nil
+}
+
+// maxSamples bounds a target's timeline samples: past it the sampler keeps
+// every other one and doubles its period.
+const maxSamples = 4096
+
+// sampleTarget records the handlers' counters every period (0: 10 ms) into
+// *out until the returned function is called (safe to call twice); a last
+// sample is taken then.
+func sampleTarget(hs []*faulthandler.Handler, period time.Duration, out *[]TargetSample) func() {
+	if period <= 0 {
+		period = 10 * time.Millisecond
+	}
+	sample := func() TargetSample {
+		s := TargetSample{At: time.Now()}
+		for _, h := range hs {
+			st := h.Stats()
+			s.Demand += st.DemandRequests
+			s.Pushed += st.PushedPages
+			s.Background += st.BackgroundPages
+		}
+		return s
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			*out = append(*out, sample())
+			if len(*out) >= maxSamples {
+				kept := (*out)[:0]
+				for i := 0; i < len(*out); i += 2 {
+					kept = append(kept, (*out)[i])
+				}
+				*out = kept
+				period *= 2
+				t.Reset(period)
+			}
+			select {
+			case <-stop:
+				*out = append(*out, sample())
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(stop); <-done })
+	}
 }
 
 func sumSteps(s MutatorState) uint64 {
@@ -567,6 +708,7 @@ type MigrateResult struct {
 	RateAfter       float64           `json:"rate_after"`
 	ResultOK        bool              `json:"result_ok"`
 	Decisions       []hybrid.Decision `json:"decisions"`
+	Timeline        *Timeline         `json:"timeline,omitempty"`
 	Source          *SourceReport     `json:"source,omitempty"`
 	Target          *TargetReport     `json:"target,omitempty"`
 }
@@ -650,6 +792,8 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (*MigrateResult, error) {
 		RateBefore: src.RateBefore, RateDuring: src.RateDuring, RateAfter: tgt.RateAfter,
 		Decisions: src.Decisions, Source: &src, Target: &tgt,
 	}
+	r.Timeline = newTimeline(&src, &tgt)
+	tgt.Samples = nil // in the timeline now
 	r.DowntimeMs = -1 // the workload had finished before the switch: nothing to measure
 	if !src.LastStep.IsZero() && !tgt.FirstStep.IsZero() {
 		r.DowntimeMs = float64(tgt.FirstStep.Sub(src.LastStep)) / float64(time.Millisecond)
@@ -754,4 +898,54 @@ func CalibrateRate(name string, pages, threads int, seed int64, d time.Duration)
 	time.Sleep(d)
 	st := m.Pause()
 	return float64(sumSteps(st)) / float64(threads) / time.Since(start).Seconds(), nil
+}
+
+// Timeline is one migration's course, in seconds since its start (the
+// probe, or the first round, or the switch without either): what the
+// timeline plot draws.
+type Timeline struct {
+	Probe  *Span  `json:"probe,omitempty"`
+	Rounds []Span `json:"rounds"`
+	// Switch: the workload stopped on the source. Resume: its first step
+	// on the target (-1: it had finished before). Complete: the last page
+	// arrived.
+	Switch   float64 `json:"switch"`
+	Resume   float64 `json:"resume"`
+	Complete float64 `json:"complete"`
+	// Samples are the target's cumulative counters during post-copy.
+	Samples []TimelinePoint `json:"samples"`
+}
+
+// Span is a start and an end, in seconds.
+type Span struct {
+	Start float64 `json:"start"`
+	End   float64 `json:"end"`
+}
+
+// TimelinePoint is a TargetSample in seconds since the start.
+type TimelinePoint struct {
+	T          float64 `json:"t"`
+	Demand     uint64  `json:"demand_faults"`
+	Pushed     uint64  `json:"pushed_pages"`
+	Background uint64  `json:"background_pages"`
+}
+
+func newTimeline(src *SourceReport, tgt *TargetReport) *Timeline {
+	at := func(t time.Time) float64 { return t.Sub(src.Start).Seconds() }
+	span := func(s TimeSpan) Span { return Span{Start: at(s.Start), End: at(s.End)} }
+	tl := &Timeline{Switch: at(src.SwitchAt), Resume: -1, Complete: at(tgt.Complete)}
+	if src.ProbeSpan != nil {
+		p := span(*src.ProbeSpan)
+		tl.Probe = &p
+	}
+	for _, s := range src.RoundSpans {
+		tl.Rounds = append(tl.Rounds, span(s))
+	}
+	if !tgt.FirstStep.IsZero() {
+		tl.Resume = at(tgt.FirstStep)
+	}
+	for _, s := range tgt.Samples {
+		tl.Samples = append(tl.Samples, TimelinePoint{T: at(s.At), Demand: s.Demand, Pushed: s.Pushed, Background: s.Background})
+	}
+	return tl
 }

@@ -19,7 +19,12 @@ const invalidationBytes = 8
 //
 // Ties go to the plan with fewer rounds, and stop-and-copy before switch. An unknown dirty
 // rate (round 0 alone, unmeasured) allows only plans of 0 rounds; when the best of those is
-// a switch, Adaptive continues instead, to measure the rate. See docs/hybrid.md.
+// a switch, Adaptive continues instead, to measure the rate.
+//
+// Before any round Adaptive runs the full round 0 unless the write rate was probed
+// (Env.ProbeDirty, ProbeWindow) and the bandwidth and region size are known: then round 0 is
+// the first round of the plans above, with L = N, and when none of them beats switching at
+// once, Adaptive switches before sending anything (pure post-copy). See docs/hybrid.md.
 type Adaptive struct{}
 
 // Name returns "adaptive".
@@ -71,7 +76,7 @@ func (p Adaptive) Decide(env Env, rounds []Round) Decision {
 	d.common(v)
 	d.note("stall_per_page_ms", ms(v.env.PostcopyStallPerPage.Seconds()))
 	if v.n == 0 {
-		return d.decide(Continue, true, "no round yet: pre-copy starts with the full round")
+		return p.first(v, d)
 	}
 	if v.nothingLeft() {
 		return nothingLeft(d, v)
@@ -121,4 +126,31 @@ func (p Adaptive) Decide(env Env, rounds []Round) Decision {
 	return d.decide(Continue, true, "another round pays: %s more round(s) then %s cost %s, against %s to switch now (dirty rate %s, link %s)",
 		d.c("plan_rounds", float64(best.rounds)), best.action, d.c("plan_cost_ms", ms(best.cost)), d.c("switch_now_cost_ms", ms(switchNow.cost)),
 		d.c("dirty_rate_pages_s", v.rate), d.c("bandwidth_bytes_s", v.bw))
+}
+
+// first decides before round 0.
+func (p Adaptive) first(v view, d *decider) Decision {
+	if !v.rateKnown || v.bw <= 0 || v.capPages <= 0 {
+		return d.decide(Continue, true, "no round yet and no probed write rate: pre-copy starts with the full round")
+	}
+	d.note("probe_pages_dirty", float64(v.env.ProbeDirty))
+	d.note("probe_window_ms", ms(v.env.ProbeWindow.Seconds()))
+	best, found, _, switchNow := p.plans(v, v.env.MaxRounds)
+	d.note("switch_now_cost_ms", ms(switchNow.cost))
+	d.note("switch_now_downtime_ms", ms(switchNow.downtime))
+	if found && best.rounds > 0 {
+		d.note("plan_rounds", float64(best.rounds))
+		d.note("plan_left_pages", best.left)
+		return d.decide(Continue, true, "pre-copy pays: %s round(s) then %s cost %s, against %s to switch before any round (probed write rate %s, link %s)",
+			d.c("plan_rounds", float64(best.rounds)), best.action, d.c("plan_cost_ms", ms(best.cost)), d.c("switch_now_cost_ms", ms(switchNow.cost)),
+			d.c("dirty_rate_pages_s", v.rate), d.c("bandwidth_bytes_s", v.bw))
+	}
+	if found && best.action == StopAndCopy {
+		// The whole region fits the budget: the full round with the workload running
+		// costs the same bytes and no downtime, and its result decides.
+		return d.decide(Continue, true, "the whole region fits the downtime budget %s: pre-copy starts with the full round",
+			d.c("budget_ms", ms(v.budget())))
+	}
+	return d.decide(Switch, true, "switch before any round: no plan of pre-copy rounds beats %s for switching now (probed write rate %s over %s, link %s)",
+		d.c("switch_now_cost_ms", ms(switchNow.cost)), d.c("dirty_rate_pages_s", v.rate), d.c("total_pages", v.capPages), d.c("bandwidth_bytes_s", v.bw))
 }

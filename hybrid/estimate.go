@@ -41,15 +41,16 @@ type view struct {
 
 func newView(env Env, rounds []Round) view {
 	v := view{env: env.withDefaults(), rounds: rounds, n: len(rounds)}
-	if v.n == 0 {
-		v.capPages = float64(v.env.TotalPages)
-		return v
-	}
-	v.last = rounds[v.n-1]
-	v.left, v.leftMeasured = lackAfter(rounds, v.n-1)
 	v.capPages = float64(v.env.TotalPages)
-	for _, r := range rounds {
-		v.capPages = max(v.capPages, float64(r.Dirty), float64(r.Remaining))
+	if v.n == 0 {
+		// Before any round the target lacks every page.
+		v.left, v.leftMeasured = v.capPages, v.capPages > 0
+	} else {
+		v.last = rounds[v.n-1]
+		v.left, v.leftMeasured = lackAfter(rounds, v.n-1)
+		for _, r := range rounds {
+			v.capPages = max(v.capPages, float64(r.Dirty), float64(r.Remaining))
+		}
 	}
 
 	if v.env.Bandwidth > 0 {
@@ -85,6 +86,10 @@ func newView(env Env, rounds []Round) view {
 	if secs == 0 && v.n == 1 && rounds[0].Remaining > 0 && rounds[0].Duration > 0 {
 		// Round 0 alone: the pages written while it ran.
 		add(float64(rounds[0].Remaining), rounds[0].Duration.Seconds())
+	}
+	if secs == 0 && v.env.ProbeWindow > 0 && v.capPages > 0 {
+		// No round gives a window yet: the probe before round 0 does.
+		add(float64(v.env.ProbeDirty), v.env.ProbeWindow.Seconds())
 	}
 	if secs > 0 {
 		v.rate, v.lambda, v.rateKnown = pages/secs, hits/secs, true

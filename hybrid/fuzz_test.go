@@ -17,6 +17,7 @@ func FuzzDecide(f *testing.F) {
 	f.Add(uint32(0), uint8(0), 0.0, uint16(0), roundBytes(Round{}, Round{Index: 1, Dirty: 5, FakeDirty: 9}))
 	f.Add(uint32(1), uint8(1), math.Inf(1), uint16(8), roundBytes(mkRound(0, 8, 0), mkRound(1, 8, 0)))
 	f.Add(uint32(1), uint8(30), 0.0, uint16(0), roundBytes(Round{Bytes: 100, Duration: 10 * time.Microsecond}, Round{Index: 1, Remaining: 50, Bytes: 100, Duration: 10 * time.Microsecond}))
+	f.Add(uint32(20000), uint8(30), 1.25e8, uint16(32768), []byte{0x00, 0x80, 100})
 	f.Fuzz(func(t *testing.T, budgetUs uint32, maxRounds uint8, bw float64, pages uint16, data []byte) {
 		env := Env{
 			PageSize: testPageSize, TotalPages: uint64(pages), DowntimeBudget: time.Duration(budgetUs) * time.Microsecond,
@@ -25,6 +26,11 @@ func FuzzDecide(f *testing.F) {
 		var rs []Round
 		for i := 0; len(data) >= roundSize && i < 64; i, data = i+1, data[roundSize:] {
 			rs = append(rs, decodeRound(i, data))
+		}
+		if len(data) >= 3 {
+			// The tail, shorter than a round: a probe before round 0.
+			env.ProbeDirty = uint64(binary.LittleEndian.Uint16(data))
+			env.ProbeWindow = time.Duration(data[2]) * time.Millisecond
 		}
 		for _, name := range Names() {
 			p, _ := New(name)

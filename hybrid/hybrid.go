@@ -65,6 +65,12 @@ type Env struct {
 	// PostcopyStallPerPage estimates what a post-copy demand fault costs the workload
 	// (0: DefaultPostcopyStallPerPage), for policies that weigh post-copy.
 	PostcopyStallPerPage time.Duration `json:"postcopy_stall_per_page_ns"`
+	// ProbeDirty is how many distinct pages the workload wrote in a window of ProbeWindow
+	// measured before round 0, tracking armed and nothing sent (precopy.Sender.Probe);
+	// silent stores count too. With it a policy knows the write rate before paying for the
+	// full first round. ProbeWindow 0: no probe.
+	ProbeDirty  uint64        `json:"probe_pages_dirty,omitempty"`
+	ProbeWindow time.Duration `json:"probe_window_ns,omitempty"`
 }
 
 // withDefaults returns e with its zero (or negative) fields replaced by the defaults.
@@ -83,6 +89,9 @@ func (e Env) withDefaults() Env {
 	}
 	if e.PostcopyStallPerPage <= 0 {
 		e.PostcopyStallPerPage = DefaultPostcopyStallPerPage
+	}
+	if e.ProbeWindow <= 0 {
+		e.ProbeWindow, e.ProbeDirty = 0, 0
 	}
 	return e
 }

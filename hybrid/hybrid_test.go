@@ -398,6 +398,46 @@ func TestAdaptive(t *testing.T) {
 	})
 }
 
+// TestAdaptiveProbe: with the write rate probed before round 0, Adaptive
+// weighs round 0 itself and switches before it when no round can pay.
+func TestAdaptiveProbe(t *testing.T) {
+	p, env := mustNew(t, "adaptive"), testEnv()
+	e := env
+	e.Bandwidth = testLink
+	e.ProbeWindow = 100 * time.Millisecond
+	// Every page written within the probe: round 0 would leave every page
+	// dirty, so switch before it.
+	e.ProbeDirty = testPages
+	d := p.Decide(e, nil)
+	if d.Action != Switch || d.Round != -1 || d.Numbers["probe_pages_dirty"] != testPages {
+		t.Fatalf("every page written in the probe: %+v, want Switch before round 0", d)
+	}
+	// A slow writer: rounds pay.
+	e.ProbeDirty = 50
+	if d := p.Decide(e, nil); d.Action != Continue || d.Numbers["plan_rounds"] < 1 {
+		t.Fatalf("50 pages in 100 ms: %+v, want Continue with a plan of rounds", d)
+	}
+	// The probe stands in for the unmeasured rate after round 0 too: no
+	// measuring round when it says rounds cannot pay.
+	e.ProbeDirty = testPages
+	if d := p.Decide(e, nonConverging()[:1]); d.Action != Switch {
+		t.Fatalf("after round 0 with a full probe: %+v, want Switch", d)
+	}
+	// Without the bandwidth or the region size the probe alone decides nothing.
+	for _, f := range []func(*Env){func(e *Env) { e.Bandwidth = 0 }, func(e *Env) { e.TotalPages = 0 }} {
+		e2 := e
+		f(&e2)
+		if d := p.Decide(e2, nil); d.Action != Continue {
+			t.Fatalf("%+v with %+v, want Continue", d, e2)
+		}
+	}
+	// A region that fits the budget starts with the full round.
+	e.TotalPages, e.ProbeDirty = 100, 100
+	if d := p.Decide(e, nil); d.Action != Continue {
+		t.Fatalf("tiny region: %+v, want Continue", d)
+	}
+}
+
 // TestEdgeCases: no rounds, zero durations, no bandwidth, Remaining unknown, empty region,
 // zero-valued Env.
 func TestEdgeCases(t *testing.T) {

@@ -169,6 +169,14 @@ func (rg *rig) finish(t *testing.T) []uint64 {
 	if !ok || string(got) != string(state) || invalidated != uint64(npending) {
 		t.Fatalf("handover: state %q ok %v, %d pages invalidated; want %q and %d", got, ok, invalidated, state, npending)
 	}
+	return rg.postcopy(t)
+}
+
+// postcopy starts every handler after the switch, waits for post-copy to
+// complete and checks the target byte for byte; it returns the pages
+// post-copy fetched per region.
+func (rg *rig) postcopy(t *testing.T) []uint64 {
+	t.Helper()
 	var fetched []uint64
 	for i, h := range rg.handlers {
 		missing := h.Pages() - h.Resident()
@@ -288,6 +296,126 @@ func TestFilterSkipsSilentStores(t *testing.T) {
 				rg.finish(t)
 			})
 		}
+	}
+}
+
+// TestSwitchSkipsSilentStores: at the switch, pages written after the last
+// round with the content the target already holds (silent stores, a change
+// undone) are not invalidated; real changes are, and post-copy fetches
+// exactly those. Without the filter every page the tracker saw written is
+// invalidated.
+func TestSwitchSkipsSilentStores(t *testing.T) {
+	for _, mode := range modes(t) {
+		for _, filter := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/filter=%v", mode, filter), func(t *testing.T) {
+				const n = 1024
+				mem := mapRegion(t, n)
+				fillUnique(mem, 0, n, 3)
+				rg := newRig(t, [][]byte{mem}, rigConfig{mode: mode, send: precopy.SenderConfig{NoFilter: !filter}})
+				rg.round(t)
+				real := map[uint64]bool{}
+				silent := 0
+				for p := 0; p < n; p += 3 {
+					off := p * pageSize
+					switch p % 9 {
+					case 0: // silent store
+						v := binary.LittleEndian.Uint64(mem[off:])
+						binary.LittleEndian.PutUint64(mem[off:], v)
+						silent++
+					case 3: // changed and changed back
+						mem[off+64] ^= 0xa5
+						mem[off+64] ^= 0xa5
+						silent++
+					default:
+						mem[off+128] ^= 0x3c
+						real[uint64(p)] = true
+					}
+				}
+				pending, err := rg.sender.Pending()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := pending[0]
+				want := len(real)
+				if !filter && mode != precopy.TrackRehash {
+					want += silent // the tracker saw every write; rehash sees content only
+				}
+				if len(got) != want {
+					t.Fatalf("%d pages pending, want %d (%d real changes, %d silent)", len(got), want, len(real), silent)
+				}
+				for i, p := range got {
+					if i > 0 && got[i-1] >= p {
+						t.Fatalf("pending pages out of order at %d: %d after %d", i, p, got[i-1])
+					}
+					if filter && !real[p] {
+						t.Fatalf("page %d pending but its content is what the target holds", p)
+					}
+				}
+				if filter && mode != precopy.TrackRehash && rg.sender.PendingSkipped() != uint64(silent) {
+					t.Errorf("PendingSkipped %d, want %d", rg.sender.PendingSkipped(), silent)
+				}
+				if err := rg.sender.Switch(pending, nil); err != nil {
+					t.Fatal(err)
+				}
+				if err := <-rg.recvErr; err != nil {
+					t.Fatalf("receiver: %v", err)
+				}
+				if fetched := rg.postcopy(t); fetched[0] != uint64(want) {
+					t.Errorf("post-copy fetched %d pages, %d were invalidated", fetched[0], want)
+				}
+			})
+		}
+	}
+}
+
+// TestProbe: Probe counts the distinct pages written in its window, tells
+// the real changes from silent stores by its sample (here every page) and
+// sends nothing; round 0 then runs as usual.
+func TestProbe(t *testing.T) {
+	for _, mode := range modes(t) {
+		t.Run(string(mode), func(t *testing.T) {
+			const n, written, silent = 512, 37, 40
+			mem := mapRegion(t, n)
+			fillUnique(mem, 0, n, 4)
+			rg := newRig(t, [][]byte{mem}, rigConfig{mode: mode})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				time.Sleep(200 * time.Millisecond) // well inside the window
+				for i := range written {
+					p := (i * 13) % n
+					mem[p*pageSize+8+i] ^= 0xff
+					mem[p*pageSize] ^= 1 // twice to the same page: one page
+				}
+				for i := range silent {
+					p := (i*13 + 1) % n
+					v := binary.LittleEndian.Uint64(mem[p*pageSize:])
+					binary.LittleEndian.PutUint64(mem[p*pageSize:], v)
+				}
+			}()
+			got, err := rg.sender.Probe(context.Background(), time.Second)
+			<-done
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := uint64(written + silent)
+			if mode == precopy.TrackRehash {
+				seen = written // rehash sees content changes only
+			}
+			if got.Written != seen || got.Sampled != seen || got.SampledChanged != written || got.Changed() != written {
+				t.Errorf("probe %+v (changed %d): want %d pages written, all sampled, %d changed", got, got.Changed(), seen, written)
+			}
+			if got.Window < time.Second {
+				t.Errorf("probe window %v, asked for 1s", got.Window)
+			}
+			if st := rg.round(t); st.Dirty != n || st.Sent != n {
+				t.Errorf("round 0 after a probe: %+v", st)
+			}
+			if _, err := rg.sender.Probe(context.Background(), time.Millisecond); err == nil {
+				t.Error("probe after round 0 succeeded")
+			}
+			rg.finish(t)
+		})
 	}
 }
 

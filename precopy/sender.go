@@ -125,6 +125,8 @@ type Sender struct {
 	byID    map[uint32]*sregion
 	index   contentIndex
 	zeroSum Sum
+	// pendingSkipped: see PendingSkipped.
+	pendingSkipped uint64
 
 	mu          sync.Mutex
 	session     [wire.SessionLen]byte
@@ -498,38 +500,185 @@ func (s *Sender) Close() error {
 }
 
 // Pending returns, per region, the pages written since the last round
-// began that have not been sent (collecting them re-arms tracking). This
-// is what the switch to post-copy invalidates on the target. Call it once,
-// after the last Round, with the workload stopped.
+// began that the target does not hold as they are now (collecting them
+// re-arms tracking). This is what the switch to post-copy invalidates on
+// the target. Call it once, after the last Round, with the workload
+// stopped.
+//
+// Unless NoFilter is set, a written page whose content equals what the
+// target holds (a silent store, or a page changed and changed back) is left
+// out: with the workload stopped its content cannot change again, so the
+// target's copy is current and post-copy need not fetch it. The hashing
+// runs on HashWorkers threads during the downtime; PendingSkipped says how
+// many pages it saved.
 func (s *Sender) Pending() (map[uint32][]uint64, error) {
+	if s.round == 0 {
+		return nil, errors.New("no round has run: every page is pending")
+	}
 	out := make(map[uint32][]uint64, len(s.regions))
+	s.pendingSkipped = 0
 	for _, r := range s.regions {
-		if s.round == 0 {
-			return nil, errors.New("no round has run: every page is pending")
-		}
-		var pages []uint64
 		if r.byContent {
 			// Every page whose content is not what the target holds.
-			ps := s.cfg.PageSize
-			for p := uint64(0); p < r.npages; p++ {
-				sum, _ := sumPage(s.cfg.Hash, r.Mem[int(p)*ps:int(p+1)*ps])
-				if !r.heldOK.has(p) || r.held[p] != sum {
-					pages = append(pages, p)
-				}
+			all := make([]uint64, r.npages)
+			for p := range all {
+				all[p] = uint64(p)
 			}
-			out[r.ID] = pages
+			out[r.ID] = s.differing(r, all)
 			continue
 		}
 		if err := r.Tracker.Collect(&r.dirty); err != nil {
 			return nil, fmt.Errorf("region %d: collect: %w", r.ID, err)
 		}
+		// Carried pages were rejected: the target does not hold them (their
+		// heldOK bit is clear, so the filter keeps them).
 		for _, p := range r.carry {
 			r.dirty.Add(p)
 		}
+		var pages []uint64
 		forEachBit(r.dirty.Bits, r.npages, func(p uint64) { pages = append(pages, p) })
+		if !s.cfg.NoFilter {
+			n := len(pages)
+			pages = s.differing(r, pages)
+			s.pendingSkipped += uint64(n - len(pages))
+		}
 		out[r.ID] = pages
 	}
 	return out, nil
+}
+
+// PendingSkipped returns how many written pages the last Pending left out
+// because the target already holds their content.
+func (s *Sender) PendingSkipped() uint64 { return s.pendingSkipped }
+
+// differing returns, in order, the pages of r among pages whose content sum
+// differs from what the target holds (or that the target does not hold),
+// hashing on HashWorkers goroutines.
+func (s *Sender) differing(r *sregion, pages []uint64) []uint64 {
+	keep := make([]bool, len(pages))
+	ps := s.cfg.PageSize
+	workers := max(1, min(s.cfg.HashWorkers, len(pages)/256))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(pages); i += workers {
+				p := pages[i]
+				if !r.heldOK.has(p) {
+					keep[i] = true
+					continue
+				}
+				pg := r.Mem[int(p)*ps : int(p+1)*ps]
+				sum := s.zeroSum
+				if !isZero(pg) {
+					sum, _ = sumPage(s.cfg.Hash, pg)
+				}
+				keep[i] = sum != r.held[p]
+			}
+		}()
+	}
+	wg.Wait()
+	out := pages[:0:0]
+	for i, p := range pages {
+		if keep[i] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ProbeStats is what Probe measured.
+type ProbeStats struct {
+	// Written counts the distinct pages written in the window, silent
+	// stores included (what the trackers see).
+	Written uint64 `json:"pages_written"`
+	// Sampled and SampledChanged: of the sampled pages written in the
+	// window, how many there were and how many changed content.
+	Sampled        uint64 `json:"sampled_written"`
+	SampledChanged uint64 `json:"sampled_changed"`
+	// Window is the time tracking was armed.
+	Window time.Duration `json:"window_ns"`
+}
+
+// Changed estimates how many of the written pages changed content:
+// Written scaled by the changed share of the sampled written pages (all of
+// them when too few were sampled to tell).
+func (p ProbeStats) Changed() uint64 {
+	if p.Sampled < probeMinSample {
+		return p.Written
+	}
+	return uint64(float64(p.Written) * float64(p.SampledChanged) / float64(p.Sampled))
+}
+
+// probeSample is the most pages per region Probe hashes to tell silent
+// stores from changes; probeMinSample the fewest written ones it trusts.
+const (
+	probeSample    = 4096
+	probeMinSample = 32
+)
+
+// Probe measures the workload's write rate before round 0, sending
+// nothing: it arms dirty tracking on every region, waits window, and
+// counts the distinct pages written meanwhile. To tell real changes from
+// silent stores without hashing the whole region, it hashes an evenly
+// spread sample of up to 4096 pages per region before and after. A policy
+// can then weigh pre-copy against an immediate switch before paying for
+// the full first round. Call it after WaitReady and before the first
+// Round; round 0 re-arms tracking from scratch.
+func (s *Sender) Probe(ctx context.Context, window time.Duration) (ProbeStats, error) {
+	var st ProbeStats
+	if s.round != 0 {
+		return st, errors.New("probe after round 0: the rounds measure the write rate")
+	}
+	if s.isClosed() {
+		return st, ErrSenderClosed
+	}
+	ps := s.cfg.PageSize
+	type sample struct {
+		pages []uint64
+		sums  []Sum
+	}
+	samples := make([]sample, len(s.regions))
+	start := time.Now()
+	for i, r := range s.regions {
+		if err := r.Tracker.Start(); err != nil {
+			return st, fmt.Errorf("region %d: probe: %w", r.ID, err)
+		}
+		// Hash after arming: a change made while hashing is then both
+		// tracked and (at worst) hashed in its new state, counted silent.
+		stride := max(1, r.npages/probeSample)
+		for p := uint64(0); p < r.npages; p += stride {
+			sum, _ := sumPage(s.cfg.Hash, r.Mem[int(p)*ps:int(p+1)*ps])
+			samples[i].pages = append(samples[i].pages, p)
+			samples[i].sums = append(samples[i].sums, sum)
+		}
+	}
+	t := time.NewTimer(max(0, window-time.Since(start)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return st, ctx.Err()
+	}
+	var d Dirty
+	for i, r := range s.regions {
+		if err := r.Tracker.Collect(&d); err != nil {
+			return st, fmt.Errorf("region %d: probe: %w", r.ID, err)
+		}
+		st.Written += uint64(d.Count)
+		for k, p := range samples[i].pages {
+			if d.Bits[p/64]&(1<<(p%64)) == 0 {
+				continue
+			}
+			st.Sampled++
+			if sum, _ := sumPage(s.cfg.Hash, r.Mem[int(p)*ps:int(p+1)*ps]); sum != samples[i].sums[k] {
+				st.SampledChanged++
+			}
+		}
+	}
+	st.Window = time.Since(start)
+	return st, nil
 }
 
 // batch is up to FramePages dirty pages of one region, carried through the

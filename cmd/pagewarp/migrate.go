@@ -30,6 +30,28 @@ type migrateFlags struct {
 	gang      int
 	shared    float64
 	seed      int64
+	probe     string
+	stall     time.Duration // 0: hybrid's default
+}
+
+// defaultProbe is the probe window of --probe auto for the policies that
+// use a probe (adaptive).
+const defaultProbe = 50 * time.Millisecond
+
+// probeFor returns the probe window for policy: --probe auto probes for
+// defaultProbe where the policy uses it and not at all elsewhere.
+func (f *migrateFlags) probeFor(policy string) (time.Duration, error) {
+	if f.probe == "auto" || f.probe == "" {
+		if policy == "adaptive" {
+			return defaultProbe, nil
+		}
+		return 0, nil
+	}
+	d, err := time.ParseDuration(f.probe)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("--probe %q: want auto, 0 or a duration such as 50ms", f.probe)
+	}
+	return d, nil
 }
 
 func (f *migrateFlags) register(cmd *cobra.Command, policies bool) {
@@ -47,6 +69,8 @@ func (f *migrateFlags) register(cmd *cobra.Command, policies bool) {
 	fl.IntVar(&f.streams, "streams", 2, "pre-copy streams")
 	fl.StringVar(&f.link, "link", "loopback", "link between source and target: loopback, veth:RATE[,DELAY] (two network namespaces, tc-shaped; needs root), shaped:RATE[,DELAY] (in-process shaper)")
 	fl.Int64Var(&f.seed, "seed", 1, "workload seed")
+	fl.DurationVar(&f.stall, "stall-per-page", hybrid.DefaultPostcopyStallPerPage, "adaptive's estimate of what post-copy costs the workload per missing page")
+	fl.StringVar(&f.probe, "probe", "auto", "measure the write rate this long before round 0 so the policy can switch before any round: auto (50ms for adaptive, none for the others), 0 (never) or a duration")
 }
 
 func (f *migrateFlags) spec(workload string) (bench.MigrateSpec, error) {
@@ -57,6 +81,9 @@ func (f *migrateFlags) spec(workload string) (bench.MigrateSpec, error) {
 	link, err := bench.ParseLink(f.link)
 	if err != nil {
 		return bench.MigrateSpec{}, fmt.Errorf("--link: %w", err)
+	}
+	if f.stall < 0 {
+		return bench.MigrateSpec{}, fmt.Errorf("--stall-per-page %v: want a positive duration (0: the default)", f.stall)
 	}
 	if f.threads < 1 || f.streams < 1 || f.streams > 16 || f.maxRounds < 1 || f.budget <= 0 {
 		return bench.MigrateSpec{}, fmt.Errorf("--threads %d, --streams %d, --max-rounds %d, --downtime-budget %v: out of range", f.threads, f.streams, f.maxRounds, f.budget)
@@ -81,9 +108,12 @@ func (f *migrateFlags) spec(workload string) (bench.MigrateSpec, error) {
 		steps = uint64(f.rate * f.duration.Seconds())
 	}
 	gang := max(f.gang, 1)
+	if _, err := f.probeFor(f.policy); err != nil {
+		return bench.MigrateSpec{}, err
+	}
 	return bench.MigrateSpec{
 		Workload: workload, Pages: int(sz / ps), Threads: f.threads, Steps: steps, Rate: rate, Seed: f.seed,
-		Gang: gang, Shared: f.shared, Policy: f.policy, Budget: f.budget, MaxRounds: f.maxRounds, Streams: f.streams, Link: link,
+		Gang: gang, Shared: f.shared, Policy: f.policy, StallPerPage: f.stall, Budget: f.budget, MaxRounds: f.maxRounds, Streams: f.streams, Link: link,
 	}, nil
 }
 
@@ -119,6 +149,9 @@ them with one index each, for comparison.`,
 				return fmt.Errorf("--policy: %w", err)
 			}
 			spec.Separate = separate
+			if spec.Probe, err = f.probeFor(spec.Policy); err != nil {
+				return err
+			}
 			argv, err := exeArgv()
 			if err != nil {
 				return err
@@ -158,8 +191,18 @@ func printMigration(w io.Writer, r *bench.MigrateResult) {
 		r.PostcopySeconds, bench.FormatSize(int64(r.PostcopyBytes)), r.DemandFaults, r.Invalidated)
 	fmt.Fprintf(w, "  bytes sent %s; workload steps/s before %.0f, during pre-copy %.0f, after the switch %.0f\n",
 		bench.FormatSize(int64(r.BytesSent)), r.RateBefore, r.RateDuring, r.RateAfter)
+	if r.Source != nil {
+		if p := r.Source.Probe; p != nil {
+			fmt.Fprintf(w, "  probe: %d pages written in %.0f ms before round 0, about %d of them changed (%d of %d sampled)\n",
+				p.Written, p.Window.Seconds()*1e3, p.Changed(), p.SampledChanged, p.Sampled)
+		}
+	}
 	for _, d := range r.Decisions {
-		fmt.Fprintf(w, "  after round %d: %s (%s)\n", d.Round, d.Action, d.Reason)
+		when := fmt.Sprintf("after round %d", d.Round)
+		if d.Round < 0 {
+			when = "before any round"
+		}
+		fmt.Fprintf(w, "  %s: %s (%s)\n", when, d.Action, d.Reason)
 	}
 	if r.ResultOK {
 		fmt.Fprintf(w, "  result: the workload's checksum equals that of the same run without migration\n")
@@ -234,6 +277,9 @@ the workload's result equals that of a run without migration.`,
 				}
 				for _, p := range policies {
 					spec.Policy = p
+					if spec.Probe, err = f.probeFor(p); err != nil {
+						return err
+					}
 					res, err := bench.Migrate(cmd.Context(), bench.MigrateConfig{Spec: spec, Argv: argv, Expected: expected, Log: log})
 					if err != nil {
 						return fmt.Errorf("%s with %s: %w", w, p, err)
