@@ -53,7 +53,7 @@ type Stats struct {
 	// Connections is the number of connection pairs accepted and dialled.
 	Connections int64
 	// RealRequests counts the destination's own page requests (messages); RealPages the pages
-	// they asked for.
+	// they asked for in blocks of the block list (a request outside it has no known page size).
 	RealRequests, RealPages int64
 	// Injected counts the REQ_PAGES_ID messages (one page each) the proxy added.
 	Injected int64
