@@ -20,7 +20,7 @@ import (
 const (
 	DefaultBudget     = 8
 	DefaultCloseGrace = 2 * time.Second
-	DefaultDialTimout = 10 * time.Second
+	DefaultDialTimeout = 10 * time.Second
 )
 
 // ProxyConfig configures a Proxy.
@@ -114,7 +114,7 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		cfg.CloseGrace = DefaultCloseGrace
 	}
 	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = DefaultDialTimout
+		cfg.DialTimeout = DefaultDialTimeout
 	}
 	if cfg.Dest == "" {
 		return nil, errors.New("qemu proxy: no destination address")
