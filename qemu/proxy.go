@@ -18,8 +18,8 @@ import (
 
 // Defaults of ProxyConfig.
 const (
-	DefaultBudget     = 8
-	DefaultCloseGrace = 2 * time.Second
+	DefaultBudget      = 8
+	DefaultCloseGrace  = 2 * time.Second
 	DefaultDialTimeout = 10 * time.Second
 )
 
