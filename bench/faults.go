@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 	"github.com/loopholelabs/userfaultfd-go/pkg/mapper"
 	"golang.org/x/sys/unix"
 
+	"github.com/pagewarp/pagewarp/bench/report"
 	"github.com/pagewarp/pagewarp/faulthandler"
 	"github.com/pagewarp/pagewarp/internal/uffd"
 	"github.com/pagewarp/pagewarp/pageserver"
@@ -73,6 +75,49 @@ type FaultsResult struct {
 	GoVersion         string  `json:"go_version"`
 	Kernel            string  `json:"kernel"`
 	BaselineNote      string  `json:"baseline_note,omitempty"`
+
+	// CDF holds each mode's latency distribution as a quantile curve of
+	// CDFPoints points (absent from reports made before it was added).
+	CDF []LatencyCDF `json:"cdf,omitempty"`
+}
+
+// LatencyCDF is one mode's fault latency distribution: US[i] is the
+// P[i]-quantile in µs, P evenly spaced from 0 (the fastest fault) to 1
+// (the slowest).
+type LatencyCDF struct {
+	Mode  string    `json:"mode"`  // inprocess, inprocess_spin, loopback, baseline
+	Label string    `json:"label"` // what the table calls it
+	P     []float64 `json:"p"`
+	US    []float64 `json:"us"`
+}
+
+// CDFPoints is the number of quantile points kept per mode.
+const CDFPoints = 200
+
+// latencyCDF reduces a mode's latencies (µs) to CDFPoints quantiles,
+// rounded to the nanosecond (P to 4 decimals) to keep the JSON small.
+func latencyCDF(mode, label string, lat []float64) (LatencyCDF, error) {
+	q, err := report.QuantileCurve(label, lat, CDFPoints)
+	if err != nil {
+		return LatencyCDF{}, fmt.Errorf("%s latency CDF: %w", mode, err)
+	}
+	c := LatencyCDF{Mode: mode, Label: label, P: q.P, US: q.X}
+	for i := range c.P {
+		c.P[i] = math.Round(c.P[i]*1e4) / 1e4
+		c.US[i] = math.Round(c.US[i]*1e3) / 1e3
+	}
+	return c, nil
+}
+
+// Labels of the fault modes, shared by the table and the CDF.
+const (
+	labelBaseline = "userfaultfd-go mapper.Handle (baseline)"
+	labelSpin     = "pagewarp in-process (spin 50µs)"
+	labelLoopback = "pagewarp, page server over loopback TCP"
+)
+
+func labelInprocess(spinMicros float64) string {
+	return fmt.Sprintf("pagewarp in-process (spin %.0fµs)", spinMicros)
 }
 
 // Faults runs the fault benchmark: the same sequential fault workload
@@ -102,6 +147,15 @@ func Faults(ctx context.Context, cfg FaultsConfig) (*FaultsResult, error) {
 	src := make([]byte, cfg.Samples*pageSize)
 	content.Fill(src, pageSize)
 
+	res.SpinMicros = max(0, float64(cfg.Spin)/1e3)
+	addCDF := func(mode, label string, lat []float64) error {
+		c, err := latencyCDF(mode, label, lat)
+		if err == nil {
+			res.CDF = append(res.CDF, c)
+		}
+		return err
+	}
+
 	// In-process, with the configured spin and with 50 µs of it.
 	for i, spin := range []time.Duration{cfg.Spin, 50 * time.Microsecond} {
 		lat, err := inprocessFaults(src, pageSize, spin)
@@ -109,14 +163,18 @@ func Faults(ctx context.Context, cfg FaultsConfig) (*FaultsResult, error) {
 			return nil, fmt.Errorf("in-process: %w", err)
 		}
 		p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+		mode, label := "inprocess", labelInprocess(res.SpinMicros)
 		if i == 0 {
 			res.InprocessP50, res.InprocessP99 = p50, p99
 		} else {
 			res.InprocessSpinP50, res.InprocessSpinP99 = p50, p99
+			mode, label = "inprocess_spin", labelSpin
+		}
+		if err := addCDF(mode, label, lat); err != nil {
+			return nil, err
 		}
 		fmt.Fprintf(cfg.Log, "in-process (spin %v): p50 %.1f µs p99 %.1f µs\n", spin, p50, p99)
 	}
-	res.SpinMicros = max(0, float64(cfg.Spin)/1e3)
 
 	// userfaultfd-go's own loop.
 	lat, err := baselineFaults(src, pageSize)
@@ -126,6 +184,9 @@ func Faults(ctx context.Context, cfg FaultsConfig) (*FaultsResult, error) {
 	} else {
 		res.BaselineP50, res.BaselineP99 = percentile(lat, 0.50), percentile(lat, 0.99)
 		res.InprocessOverBase = res.InprocessP50 / res.BaselineP50
+		if err := addCDF("baseline", labelBaseline, lat); err != nil {
+			return nil, err
+		}
 		fmt.Fprintf(cfg.Log, "userfaultfd-go mapper.Handle: p50 %.1f µs p99 %.1f µs\n", res.BaselineP50, res.BaselineP99)
 	}
 
@@ -144,6 +205,9 @@ func Faults(ctx context.Context, cfg FaultsConfig) (*FaultsResult, error) {
 		return nil, fmt.Errorf("loopback: %w", err)
 	}
 	res.LoopbackP50, res.LoopbackP99 = percentile(lat, 0.50), percentile(lat, 0.99)
+	if err := addCDF("loopback", labelLoopback, lat); err != nil {
+		return nil, err
+	}
 	fmt.Fprintf(cfg.Log, "loopback: p50 %.1f µs p99 %.1f µs\n", res.LoopbackP50, res.LoopbackP99)
 
 	h, err := faulthandler.Dial(ctx, "tcp", srv.Addr, faulthandler.Options{Spin: cfg.Spin, AwaitSpin: cfg.AwaitSpin})

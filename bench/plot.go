@@ -1,77 +1,117 @@
 package bench
 
 import (
-	"bytes"
-	"encoding/xml"
 	"fmt"
 	"math"
-	"strconv"
-	"unicode/utf8"
+
+	"github.com/pagewarp/pagewarp/bench/report"
 )
 
-// Layout of the prefetch chart, in SVG user units (pixels).
-const (
-	plotWidth       = 1100
-	plotHeight      = 700
-	plotLeft        = 80  // room for the y tick labels and the axis title
-	plotRight       = 24  // room for the reference line labels
-	plotTop         = 78  // title, legend and the first panel's title above
-	plotPanelGap    = 34  // between the first panel's x labels and the second panel
-	plotBottomPad   = 8   // below the second panel's x labels
-	plotFontSize    = 11  // tick and x labels
-	plotLabelMax    = 24  // longest x label in runes before it is shortened
-	plotCharWidth   = 6.6 // rough advance of one character at plotFontSize
-	plotLogMin      = 0.01
-	plotLogMax      = 1.0
-	plotTarget      = 0.7 // the precision target drawn in the second panel
-	plotGroupFill   = 0.8 // share of a group's width taken by its bars
-	plotLabelRotate = 35  // degrees, when the x labels do not fit flat
-)
+// This file turns the suites' results into report.Reports: the table the
+// terminal shows (and table.txt and the CSV hold) and the charts. Each
+// builder depends only on the result, so a report saved with --json
+// re-renders to the same folder with --from.
 
-// plotNoneColour is the colour of the baseline predictor "none".
-const plotNoneColour = "#999999"
-
-// plotPalette is the Okabe-Ito colour-blind-safe palette (black last: it is
-// the heaviest on a bar chart). Predictors other than "none" take its
-// colours in order of first appearance, repeating after eight.
-var plotPalette = [...]string{
-	"#E69F00", // orange
-	"#56B4E9", // sky blue
-	"#009E73", // bluish green
-	"#F0E442", // yellow
-	"#0072B2", // blue
-	"#D55E00", // vermillion
-	"#CC79A7", // reddish purple
-	"#000000", // black
+// Table is the faults table: p50 and p99 per mode, the ratio to the
+// baseline and the pull throughput.
+func (r *FaultsResult) Table() *report.Table {
+	t := &report.Table{
+		Title:   fmt.Sprintf("fault latency seen by the faulting thread (%d faults each, %d CPUs, Linux %s)", r.Samples, r.CPUs, r.Kernel),
+		Columns: []report.Column{{Name: "served by"}, {Name: "p50 µs", Format: "%.1f"}, {Name: "p99 µs", Format: "%.1f"}},
+	}
+	if r.BaselineNote != "" {
+		t.AddRow(labelBaseline, "-", "-")
+	} else {
+		t.AddRow(labelBaseline, r.BaselineP50, r.BaselineP99)
+	}
+	t.AddRow(labelInprocess(r.SpinMicros), r.InprocessP50, r.InprocessP99)
+	t.AddRow(labelSpin, r.InprocessSpinP50, r.InprocessSpinP99)
+	t.AddRow(labelLoopback, r.LoopbackP50, r.LoopbackP99)
+	if r.BaselineNote != "" {
+		t.Notes = append(t.Notes, "baseline unavailable: "+r.BaselineNote)
+	} else {
+		t.Notes = append(t.Notes, fmt.Sprintf("in-process p50 / baseline p50 = %.2f", r.InprocessOverBase))
+	}
+	t.Notes = append(t.Notes, fmt.Sprintf("background pull over loopback: %s in %.3fs = %.2f GB/s", FormatSize(r.PullBytes), r.PullSeconds, r.PullGbps))
+	return t
 }
 
-// PrefetchSVG renders rep as a self-contained SVG chart of two stacked
-// panels of grouped bars, one group per workload and one bar per predictor
-// (both in order of first appearance in rep.Results):
-//
-//   - top: demand faults relative to the predictor "none" of the same
-//     workload, on a log axis from 0.01 to 1 (values outside are clamped
-//     and marked with a small triangle), with the floor 1/(budget+1) that a
-//     predictor pushing its whole budget after every fault can reach at
-//     best; a workload without a "none" result (or whose "none" run had no
-//     demand fault) has no bars here;
-//   - bottom: precision (pushed pages used / pushed) on a linear axis from 0
-//     to 1 with the target 0.7; "none" pushes nothing and has no bar.
-//
-// Each bar carries a <title> with its exact value. The output depends only
-// on rep: the same report renders to the same bytes.
-func PrefetchSVG(rep *PrefetchReport) []byte {
-	if rep == nil {
-		rep = &PrefetchReport{}
-	}
+// cdfFloorMicros is where a latency below the clock's resolution (1 ns) is
+// drawn on the CDF's log axis.
+const cdfFloorMicros = 0.001
 
-	// Workloads and predictors in order of first appearance; the first
-	// result of each workload × predictor pair counts.
-	type pair struct{ workload, predictor string }
-	var workloads, predictors []string
-	seenW := map[string]bool{}
-	seenP := map[string]bool{}
-	cell := map[pair]*PrefetchResult{}
+// Report is the faults report: the table and, when the result has them,
+// the latency CDFs of every mode on one log axis.
+func (r *FaultsResult) Report() *report.Report {
+	rep := &report.Report{Name: "faults", Title: "pagewarp bench faults", Data: r, Tables: []*report.Table{r.Table()}}
+	if len(r.CDF) > 0 {
+		c := &report.CDF{
+			Name:    "faults-cdf",
+			Title:   fmt.Sprintf("Fault latency seen by the faulting thread (%d faults per mode)", r.Samples),
+			Caption: "fault latency CDF per mode (log x)",
+			XLabel:  "latency (µs, log scale)",
+			LogX:    true,
+			Legend:  report.BottomRight,
+		}
+		for _, m := range r.CDF {
+			us := make([]float64, len(m.US))
+			for i, v := range m.US {
+				us[i] = max(v, cdfFloorMicros)
+			}
+			q := report.Quantiles{Name: m.Label, P: m.P, X: us}
+			if m.Mode == "baseline" {
+				q.Colour = report.Grey
+			}
+			c.Curves = append(c.Curves, q)
+		}
+		rep.Charts = append(rep.Charts, c)
+	}
+	return rep
+}
+
+// Table is the prefetch table: one row per workload and predictor, with
+// demand faults and post-copy time relative to "none".
+func (rep *PrefetchReport) Table() *report.Table {
+	s := rep.Setup
+	t := &report.Table{
+		Title: fmt.Sprintf("prefetch: %d pages of %d bytes, %d threads, budget %d pages per fault (%s), probe every %d, pull %v",
+			s.Pages, s.PageSize, s.Threads, s.Budget, s.Window, s.ProbeEvery, s.Pull),
+		Columns: []report.Column{
+			{Name: "workload"}, {Name: "predictor"}, {Name: "demand\nfaults"}, {Name: "pushed"}, {Name: "used"},
+			{Name: "precis.", Format: "%.3f"}, {Name: "postcopy\nseconds", Format: "%.3f"}, {Name: "faults\n/none"},
+			{Name: "time\n/none"}, {Name: "ok"},
+		},
+		Notes: []string{"warming: " + s.Warming},
+		Gap:   1, // ten columns: as compact as the table always was
+	}
+	none := map[string]uint64{}
+	noneSec := map[string]float64{}
+	for _, r := range rep.Results {
+		if r.Predictor == "none" {
+			none[r.Workload], noneSec[r.Workload] = r.DemandFaults, r.PostcopySeconds
+		}
+	}
+	for _, r := range rep.Results {
+		fr, tr := "-", "-"
+		if n := none[r.Workload]; n > 0 {
+			fr = fmt.Sprintf("%.3f", float64(r.DemandFaults)/float64(n))
+		}
+		if n := noneSec[r.Workload]; n > 0 {
+			tr = fmt.Sprintf("%.3f", r.PostcopySeconds/n)
+		}
+		t.AddRow(r.Workload, r.Predictor, r.DemandFaults, r.Pushed, r.PushedUsed, r.Precision, r.PostcopySeconds, fr, tr, r.ResultOK)
+	}
+	return t
+}
+
+// prefetchTarget is the precision target drawn on the precision chart.
+const prefetchTarget = 0.7
+
+// prefetchOrder returns the workloads and predictors in order of first
+// appearance and the first result of each pair.
+func prefetchOrder(rep *PrefetchReport) (workloads, predictors []string, cell map[[2]string]*PrefetchResult) {
+	seenW, seenP := map[string]bool{}, map[string]bool{}
+	cell = map[[2]string]*PrefetchResult{}
 	for i := range rep.Results {
 		r := &rep.Results[i]
 		if !seenW[r.Workload] {
@@ -82,229 +122,265 @@ func PrefetchSVG(rep *PrefetchReport) []byte {
 			seenP[r.Predictor] = true
 			predictors = append(predictors, r.Predictor)
 		}
-		if k := (pair{r.Workload, r.Predictor}); cell[k] == nil {
+		if k := [2]string{r.Workload, r.Predictor}; cell[k] == nil {
 			cell[k] = r
 		}
 	}
-	colours := make([]string, len(predictors))
-	next := 0
-	for i, p := range predictors {
+	return workloads, predictors, cell
+}
+
+// PrefetchChart is the prefetch comparison in two panels of grouped bars,
+// one group per workload and one bar per predictor (in order of first
+// appearance in rep.Results, the first result of a pair counting):
+//
+//   - demand faults relative to the predictor "none" of the same workload,
+//     on a log axis, with the floor 1/(budget+1) that a predictor pushing
+//     its whole budget after every fault can reach at best; a workload
+//     without a "none" result (or whose "none" run had no demand fault),
+//     and a run with no demand fault at all, have no bar here;
+//   - precision (pushed pages used / pushed) from 0 to 1 with the target
+//     0.7; "none" pushes nothing and has no bar.
+//
+// It returns nil when rep has no bar to draw.
+func PrefetchChart(rep *PrefetchReport) *report.Grid {
+	workloads, predictors, cell := prefetchOrder(rep)
+	ratio := &report.Bar{Name: "demand", Title: "Demand faults relative to none (log scale, lower is better)",
+		YLabel: "demand faults / none", LogY: true, Groups: workloads}
+	if k := rep.Setup.Budget; k > 0 {
+		ratio.Refs = []report.Ref{{Y: 1 / float64(k+1), Label: fmt.Sprintf("floor 1/(k+1) = %.3f", 1/float64(k+1))}}
+	}
+	precision := &report.Bar{Name: "precision", Title: "Precision: pushed pages used / pushed (higher is better)",
+		YLabel: "precision", Groups: workloads, Refs: []report.Ref{{Y: prefetchTarget, Label: "target 0.7"}}}
+	for _, p := range predictors {
+		rs := report.BarSeries{Name: p, Values: map[string]float64{}}
+		ps := report.BarSeries{Name: p, Values: map[string]float64{}}
 		if p == "none" {
-			colours[i] = plotNoneColour
-			continue
+			rs.Colour, ps.Colour = report.Grey, report.Grey
 		}
-		colours[i] = plotPalette[next%len(plotPalette)]
-		next++
-	}
-
-	// X layout, shared by both panels.
-	plotW := float64(plotWidth - plotLeft - plotRight)
-	groupW := plotW
-	if len(workloads) > 0 {
-		groupW = plotW / float64(len(workloads))
-	}
-	barW := groupW * plotGroupFill
-	if len(predictors) > 0 {
-		barW /= float64(len(predictors))
-	}
-	barX := func(g, p int) float64 {
-		return plotLeft + float64(g)*groupW + groupW*(1-plotGroupFill)/2 + float64(p)*barW
-	}
-	labels := make([]string, len(workloads))
-	longest := 0
-	for i, w := range workloads {
-		labels[i] = plotShorten(w, plotLabelMax)
-		longest = max(longest, utf8.RuneCountInString(labels[i]))
-	}
-	rotate := float64(longest)*plotCharWidth > groupW-4
-	labelBand := 22.0
-	if rotate {
-		rad := plotLabelRotate * math.Pi / 180
-		labelBand = 16 + float64(longest)*plotCharWidth*math.Sin(rad)
-		// A rotated label ends at its group's centre and runs down to the
-		// left: shorten those of the first groups to stay on the canvas.
-		for g := range labels {
-			cx := plotLeft + (float64(g)+0.5)*groupW
-			labels[g] = plotShorten(labels[g], int((cx-4)/(plotCharWidth*math.Cos(rad))))
-		}
-	}
-
-	// Y layout: two panels of equal height.
-	panelH := (plotHeight - plotTop - 2*labelBand - plotPanelGap - plotBottomPad) / 2
-	top1 := float64(plotTop)
-	bottom1 := top1 + panelH
-	top2 := bottom1 + labelBand + plotPanelGap
-	bottom2 := top2 + panelH
-	right := float64(plotWidth - plotRight)
-
-	logY := func(v float64) float64 {
-		lo, hi := math.Log10(plotLogMin), math.Log10(plotLogMax)
-		return bottom1 - (math.Log10(v)-lo)/(hi-lo)*panelH
-	}
-	linY := func(v float64) float64 { return bottom2 - v*panelH }
-
-	var b bytes.Buffer
-	fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="%d">`+"\n",
-		plotWidth, plotHeight, plotWidth, plotHeight, plotFontSize)
-	fmt.Fprintf(&b, `<rect class="background" x="0" y="0" width="%d" height="%d" fill="#ffffff"/>`+"\n", plotWidth, plotHeight)
-
-	title := fmt.Sprintf("pagewarp prefetch: %d pages, %d threads, budget %d",
-		rep.Setup.Pages, rep.Setup.Threads, rep.Setup.Budget)
-	fmt.Fprintf(&b, `<text class="title" x="%s" y="24" text-anchor="middle" font-size="16" font-weight="bold">%s</text>`+"\n",
-		plotNum(plotWidth/2), plotEscape(title))
-
-	// Legend, on one line under the title.
-	b.WriteString(`<g class="legend">` + "\n")
-	lx := float64(plotLeft)
-	for i, p := range predictors {
-		fmt.Fprintf(&b, `<rect class="swatch" x="%s" y="36" width="12" height="12" fill="%s" stroke="#333333" stroke-width="0.5"/>`+"\n",
-			plotNum(lx), colours[i])
-		fmt.Fprintf(&b, `<text x="%s" y="46">%s</text>`+"\n", plotNum(lx+16), plotEscape(p))
-		lx += 16 + float64(utf8.RuneCountInString(p))*plotCharWidth + 18
-	}
-	b.WriteString("</g>\n")
-
-	// Axes, gridlines and reference lines of a panel.
-	panelFrame := func(top, bottom float64, title, axis string, ticks []float64, tickLabels []string, y func(float64) float64) {
-		fmt.Fprintf(&b, `<text class="panel-title" x="%d" y="%s" font-size="13" font-weight="bold">%s</text>`+"\n",
-			plotLeft, plotNum(top-12), plotEscape(title))
-		for i, t := range ticks {
-			ty := y(t)
-			fmt.Fprintf(&b, `<line class="grid" x1="%d" y1="%s" x2="%s" y2="%s" stroke="#dddddd" stroke-width="1"/>`+"\n",
-				plotLeft, plotNum(ty), plotNum(right), plotNum(ty))
-			fmt.Fprintf(&b, `<text x="%d" y="%s" text-anchor="end">%s</text>`+"\n",
-				plotLeft-6, plotNum(ty+4), plotEscape(tickLabels[i]))
-		}
-		fmt.Fprintf(&b, `<line class="axis" x1="%d" y1="%s" x2="%d" y2="%s" stroke="#333333" stroke-width="1"/>`+"\n",
-			plotLeft, plotNum(top), plotLeft, plotNum(bottom))
-		fmt.Fprintf(&b, `<line class="axis" x1="%d" y1="%s" x2="%s" y2="%s" stroke="#333333" stroke-width="1"/>`+"\n",
-			plotLeft, plotNum(bottom), plotNum(right), plotNum(bottom))
-		ax, ay := 22.0, (top+bottom)/2
-		fmt.Fprintf(&b, `<text class="axis-title" x="%s" y="%s" text-anchor="middle" transform="rotate(-90 %s %s)">%s</text>`+"\n",
-			plotNum(ax), plotNum(ay), plotNum(ax), plotNum(ay), plotEscape(axis))
-	}
-	refLine := func(yv float64, label string) {
-		fmt.Fprintf(&b, `<line class="reference" x1="%d" y1="%s" x2="%s" y2="%s" stroke="#333333" stroke-width="1.2" stroke-dasharray="6 4"/>`+"\n",
-			plotLeft, plotNum(yv), plotNum(right), plotNum(yv))
-		fmt.Fprintf(&b, `<text class="reference-label" x="%s" y="%s" text-anchor="end" fill="#333333" stroke="#ffffff" stroke-width="3" paint-order="stroke">%s</text>`+"\n",
-			plotNum(right-2), plotNum(yv-4), plotEscape(label))
-	}
-	xLabels := func(bottom float64) {
-		for g, l := range labels {
-			cx := plotLeft + (float64(g)+0.5)*groupW
-			ty := bottom + 16
-			if rotate {
-				fmt.Fprintf(&b, `<text class="xlabel" x="%s" y="%s" text-anchor="end" transform="rotate(-%d %s %s)">%s</text>`+"\n",
-					plotNum(cx), plotNum(ty), plotLabelRotate, plotNum(cx), plotNum(ty), plotEscape(l))
-			} else {
-				fmt.Fprintf(&b, `<text class="xlabel" x="%s" y="%s" text-anchor="middle">%s</text>`+"\n",
-					plotNum(cx), plotNum(ty), plotEscape(l))
-			}
-		}
-	}
-	bar := func(x, y0, y1 float64, colour, tip string) {
-		fmt.Fprintf(&b, `<rect class="bar" x="%s" y="%s" width="%s" height="%s" fill="%s" stroke="#333333" stroke-width="0.5"><title>%s</title></rect>`+"\n",
-			plotNum(x), plotNum(y1), plotNum(barW), plotNum(max(y0-y1, 0)), colour, plotEscape(tip))
-	}
-	// clampMark draws a small triangle at (x, y) on a bar whose value lies
-	// outside the axis: pointing up above it, or down at the baseline.
-	clampMark := func(x, y float64, up bool) {
-		cx, h, w := x+barW/2, 5.0, min(barW/2, 5)
-		if up {
-			fmt.Fprintf(&b, `<path class="clamped" d="M%s %sL%s %sL%s %sZ" fill="#333333"/>`+"\n",
-				plotNum(cx-w), plotNum(y-2), plotNum(cx+w), plotNum(y-2), plotNum(cx), plotNum(y-2-h))
-		} else {
-			fmt.Fprintf(&b, `<path class="clamped" d="M%s %sL%s %sL%s %sZ" fill="#333333"/>`+"\n",
-				plotNum(cx-w), plotNum(y-2-h), plotNum(cx+w), plotNum(y-2-h), plotNum(cx), plotNum(y-2))
-		}
-	}
-
-	// Top panel: demand faults relative to none.
-	b.WriteString(`<g class="panel" id="demand-faults">` + "\n")
-	panelFrame(top1, bottom1, "Demand faults relative to none (log scale, lower is better)", "demand faults / none",
-		[]float64{0.01, 0.03, 0.1, 0.3, 1}, []string{"0.01", "0.03", "0.1", "0.3", "1"}, logY)
-	for g, w := range workloads {
-		base := cell[pair{w, "none"}]
-		if base == nil || base.DemandFaults == 0 {
-			continue
-		}
-		for p, name := range predictors {
-			r := cell[pair{w, name}]
+		for _, w := range workloads {
+			r := cell[[2]string{w, p}]
 			if r == nil {
 				continue
 			}
-			ratio := float64(r.DemandFaults) / float64(base.DemandFaults)
-			v := min(max(ratio, plotLogMin), plotLogMax)
-			x, y := barX(g, p), logY(v)
-			tip := fmt.Sprintf("%s / %s: %.4f of none (%d / %d demand faults)",
-				w, name, ratio, r.DemandFaults, base.DemandFaults)
-			bar(x, bottom1, y, colours[p], tip)
-			if ratio > plotLogMax {
-				clampMark(x, y, true)
-			} else if ratio < plotLogMin {
-				clampMark(x, bottom1, false)
+			if base := cell[[2]string{w, "none"}]; base != nil && base.DemandFaults > 0 && r.DemandFaults > 0 {
+				rs.Values[w] = float64(r.DemandFaults) / float64(base.DemandFaults)
+			}
+			if p != "none" && !math.IsNaN(r.Precision) && !math.IsInf(r.Precision, 0) {
+				ps.Values[w] = r.Precision
 			}
 		}
-	}
-	// Reference lines go over the bars so that they stay visible.
-	if k := rep.Setup.Budget; k > 0 {
-		if floor := 1 / float64(k+1); floor >= plotLogMin && floor <= plotLogMax {
-			refLine(logY(floor), fmt.Sprintf("floor 1/(k+1) = %.3f", floor))
+		if len(rs.Values) > 0 {
+			ratio.Series = append(ratio.Series, rs)
+		}
+		if len(ps.Values) > 0 {
+			precision.Series = append(precision.Series, ps)
 		}
 	}
-	xLabels(bottom1)
-	b.WriteString("</g>\n")
+	g := &report.Grid{
+		Name:         "prefetch",
+		Title:        fmt.Sprintf("pagewarp prefetch: %d pages, %d threads, budget %d", rep.Setup.Pages, rep.Setup.Threads, rep.Setup.Budget),
+		Caption:      "demand faults relative to none (log) and precision, per workload and predictor",
+		Cols:         1,
+		SharedLegend: true,
+		Width:        1100,
+		Height:       760,
+	}
+	for _, b := range []*report.Bar{ratio, precision} {
+		if len(b.Series) > 0 {
+			g.Charts = append(g.Charts, b)
+		}
+	}
+	if len(g.Charts) == 0 {
+		return nil
+	}
+	return g
+}
 
-	// Bottom panel: precision.
-	b.WriteString(`<g class="panel" id="precision">` + "\n")
-	panelFrame(top2, bottom2, "Precision: pushed pages used / pushed (higher is better)", "precision",
-		[]float64{0, 0.25, 0.5, 0.75, 1}, []string{"0", "0.25", "0.5", "0.75", "1"}, linY)
-	for g, w := range workloads {
-		for p, name := range predictors {
-			r := cell[pair{w, name}]
-			if r == nil || name == "none" || math.IsNaN(r.Precision) {
+// PrefetchSVG renders PrefetchChart(rep) as SVG.
+func PrefetchSVG(rep *PrefetchReport) ([]byte, error) {
+	g := PrefetchChart(rep)
+	if g == nil {
+		return nil, fmt.Errorf("prefetch plot: no results to plot")
+	}
+	return report.SVG(g)
+}
+
+// PrefetchDemandChart is demand faults over time since the post-copy
+// started, one panel per workload and one step line per predictor, from
+// the runs' DemandOverTime (nil when no run has one: reports made before
+// it was recorded).
+func PrefetchDemandChart(rep *PrefetchReport) *report.Grid {
+	workloads, predictors, cell := prefetchOrder(rep)
+	g := &report.Grid{
+		Name:         "prefetch-demand",
+		Title:        "Demand faults since the post-copy started (cumulative)",
+		Caption:      "cumulative demand faults over time, one panel per workload, one line per predictor",
+		SharedLegend: true,
+	}
+	for _, w := range workloads {
+		l := &report.Line{Name: fmt.Sprintf("cell%d", len(g.Charts)), Title: w, XLabel: "seconds since the post-copy start", YLabel: "demand faults", Step: true}
+		for _, p := range predictors {
+			r := cell[[2]string{w, p}]
+			if r == nil || r.DemandOverTime == nil || len(r.DemandOverTime.Seconds) == 0 {
 				continue
 			}
-			v := min(max(r.Precision, 0), 1)
-			tip := fmt.Sprintf("%s / %s: precision %.4f (%d of %d pushed pages used)",
-				w, name, r.Precision, r.PushedUsed, r.Pushed)
-			bar(barX(g, p), bottom2, linY(v), colours[p], tip)
+			c := r.DemandOverTime
+			s := report.Series{Name: p, X: c.Seconds, Y: make([]float64, len(c.Count))}
+			for i, n := range c.Count {
+				s.Y[i] = float64(n)
+			}
+			if p == "none" {
+				s.Colour = report.Grey
+			}
+			l.Series = append(l.Series, s)
+		}
+		if len(l.Series) > 0 {
+			g.Charts = append(g.Charts, l)
 		}
 	}
-	refLine(linY(plotTarget), "target 0.7")
-	xLabels(bottom2)
-	b.WriteString("</g>\n")
-
-	b.WriteString("</svg>\n")
-	return b.Bytes()
+	if len(g.Charts) == 0 {
+		return nil
+	}
+	return g
 }
 
-// plotNum formats a coordinate with one decimal, never as "-0.0".
-func plotNum(v float64) string {
-	s := strconv.FormatFloat(v, 'f', 1, 64)
-	if s == "-0.0" {
-		s = "0.0"
+// Report is the prefetch report: the table, the comparison chart and,
+// when recorded, demand faults over time.
+func (rep *PrefetchReport) Report() *report.Report {
+	r := &report.Report{Name: "prefetch", Title: "pagewarp bench prefetch", Data: rep, Tables: []*report.Table{rep.Table()}}
+	if g := PrefetchChart(rep); g != nil {
+		r.Charts = append(r.Charts, g)
 	}
-	return s
+	if g := PrefetchDemandChart(rep); g != nil {
+		r.Charts = append(r.Charts, g)
+	}
+	return r
 }
 
-// plotEscape escapes s for XML text and attribute values; characters XML
-// cannot hold become U+FFFD.
-func plotEscape(s string) string {
-	var b bytes.Buffer
-	_ = xml.EscapeText(&b, []byte(s)) // a bytes.Buffer does not fail
-	return b.String()
+// Table is the pre-copy table: one row per workload, filter setting and
+// stream count; the notes hold the filter comparison (bytes per dirty page
+// in rounds 2 and later, filter on over off).
+func (rep *PrecopyReport) Table() *report.Table {
+	s := rep.Setup
+	t := &report.Table{
+		Title: fmt.Sprintf("precopy: %d pages of %d bytes, %d writer threads at %.0f steps/s (runaway unpaced), rounds every %s, tracking %s, hash %s, %s, %d CPUs\nmemcpy %.2f GB/s",
+			s.Pages, s.PageSize, s.Threads, s.Rate, s.Interval, s.Track, s.Hash, s.Link, s.CPUs, s.MemcpyGbps),
+		Columns: []report.Column{
+			{Name: "workload"}, {Name: "filter"}, {Name: "streams"}, {Name: "rounds"}, {Name: "dirty"}, {Name: "fake"},
+			{Name: "zero"}, {Name: "dup"}, {Name: "rejected"}, {Name: "sent", Align: report.AlignRight},
+			{Name: "r0 GB/s", Format: "%.2f"}, {Name: "r0/mcpy", Format: "%.2f"}, {Name: "r0 eff", Format: "%.2f"},
+			{Name: "trk+hash", Format: "%.1f%%"}, {Name: "ok"},
+		},
+		Notes: []string{"r0 GB/s: round 0's bytes on the wire per second; r0 eff: region bytes covered (data, zero, references) per second"},
+	}
+	for _, r := range rep.Results {
+		mcpy := 0.0
+		if s.MemcpyGbps > 0 {
+			mcpy = r.Gbps / s.MemcpyGbps
+		}
+		t.AddRow(r.Workload, onOff(r.Filter), r.Streams, r.Rounds, r.PagesDirty, r.PagesFakeDirty, r.PagesZero, r.PagesDup, r.PagesRejected,
+			FormatSize(int64(r.BytesSent)), r.Gbps, mcpy, r.EffectiveGbps, 100*r.TrackHashShare, r.ResultOK)
+	}
+	// The filter comparison: later-round bytes per dirty page, on over off.
+	type key struct {
+		w string
+		n int
+	}
+	off := map[key]float64{}
+	for _, r := range rep.Results {
+		if !r.Filter {
+			off[key{r.Workload, r.Streams}] = r.SteadyBytesPerDirty
+		}
+	}
+	first := true
+	for _, r := range rep.Results {
+		o := off[key{r.Workload, r.Streams}]
+		if !r.Filter || o == 0 {
+			continue
+		}
+		if first {
+			t.Notes = append(t.Notes, "", "rounds 2 and later, bytes per dirty page with the filter over without (and the share of dirty pages found fake):")
+			first = false
+		}
+		share := 0.0
+		if r.SteadyDirty > 0 {
+			share = float64(r.SteadyFakeDirty) / float64(r.SteadyDirty)
+		}
+		t.Notes = append(t.Notes, fmt.Sprintf("  %-9s streams=%d  %.3f  (fake %.3f)", r.Workload, r.Streams, r.SteadyBytesPerDirty/o, share))
+	}
+	return t
 }
 
-// plotShorten cuts s to at most n runes, ending it with "…" when cut.
-func plotShorten(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
+func onOff(b bool) string {
+	if b {
+		return "on"
 	}
-	if n < 1 {
-		return ""
+	return "off"
+}
+
+// PrecopyRoundsChart is the bytes sent in each round, one panel per
+// workload and one line per filter setting and stream count, on a log axis
+// (round 0 carries the whole region, later rounds what was written). A
+// round that sent no byte cannot be drawn on it and is left out (the
+// title says so). Nil when no run has round stats.
+func PrecopyRoundsChart(rep *PrecopyReport) *report.Grid {
+	var workloads []string
+	byWorkload := map[string][]*PrecopyResult{}
+	dropped := false
+	for i := range rep.Results {
+		r := &rep.Results[i]
+		if len(r.RoundStats) == 0 {
+			continue
+		}
+		if byWorkload[r.Workload] == nil {
+			workloads = append(workloads, r.Workload)
+		}
+		byWorkload[r.Workload] = append(byWorkload[r.Workload], r)
 	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
+	g := &report.Grid{
+		Name:         "precopy-rounds",
+		Title:        "Bytes sent per pre-copy round (log scale)",
+		Caption:      "bytes sent per round, one panel per workload, one line per filter setting and stream count",
+		SharedLegend: true,
+	}
+	for _, w := range workloads {
+		l := &report.Line{Name: fmt.Sprintf("cell%d", len(g.Charts)), Title: w, XLabel: "round", YLabel: "MiB sent", LogY: true, Points: true}
+		for _, r := range byWorkload[w] {
+			streams := "streams"
+			if r.Streams == 1 {
+				streams = "stream"
+			}
+			s := report.Series{Name: fmt.Sprintf("filter %s, %d %s", onOff(r.Filter), r.Streams, streams)}
+			for _, st := range r.RoundStats {
+				if st.Bytes == 0 {
+					dropped = true
+					continue
+				}
+				s.X = append(s.X, float64(st.Round))
+				s.Y = append(s.Y, float64(st.Bytes)/(1<<20))
+			}
+			if len(s.X) > 0 {
+				l.Series = append(l.Series, s)
+			}
+		}
+		if len(l.Series) > 0 {
+			g.Charts = append(g.Charts, l)
+		}
+	}
+	if len(g.Charts) == 0 {
+		return nil
+	}
+	if dropped {
+		g.Title += "; rounds that sent nothing left out"
+	}
+	return g
+}
+
+// Report is the pre-copy report: the table and bytes per round.
+func (rep *PrecopyReport) Report() *report.Report {
+	r := &report.Report{Name: "precopy", Title: "pagewarp bench precopy", Data: rep, Tables: []*report.Table{rep.Table()}}
+	if g := PrecopyRoundsChart(rep); g != nil {
+		r.Charts = append(r.Charts, g)
+	}
+	return r
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/pagewarp/pagewarp/faulthandler"
@@ -90,6 +91,53 @@ type PrefetchResult struct {
 	// ResultOK says the workload's checksum equals that of the same
 	// workload over the source's memory.
 	ResultOK bool `json:"result_ok"`
+	// DemandOverTime is the cumulative count of demand faults against the
+	// time since the post-copy started (the target handler's Start),
+	// sampled every millisecond from the handler's counters and kept at
+	// DemandBins+1 evenly spaced instants, the last one the post-copy's
+	// end. Absent from reports made before it was added.
+	DemandOverTime *CountCurve `json:"demand_over_time,omitempty"`
+}
+
+// CountCurve is a cumulative count over time: Count[i] events had happened
+// Seconds[i] after the start.
+type CountCurve struct {
+	Seconds []float64 `json:"seconds"`
+	Count   []uint64  `json:"count"`
+}
+
+// DemandBins is the number of intervals of a run's DemandOverTime.
+const DemandBins = 100
+
+// demandSampleEvery is how often a measured run samples its demand count:
+// a goroutine reading the handler's atomic counters, about a microsecond
+// of CPU per sample.
+const demandSampleEvery = time.Millisecond
+
+// countSample is one reading of a cumulative count.
+type countSample struct {
+	at time.Duration
+	n  uint64
+}
+
+// binCounts resamples readings (in time order) at bins+1 instants evenly
+// spaced over [0, end]: each takes the last reading at or before it, the
+// last instant the final count.
+func binCounts(samples []countSample, end time.Duration, final uint64, bins int) *CountCurve {
+	c := &CountCurve{Seconds: make([]float64, bins+1), Count: make([]uint64, bins+1)}
+	j := 0
+	var n uint64
+	for k := 0; k <= bins; k++ {
+		t := time.Duration(int64(end) * int64(k) / int64(bins))
+		for j < len(samples) && samples[j].at <= t {
+			n = samples[j].n
+			j++
+		}
+		c.Seconds[k] = math.Round(t.Seconds()*1e6) / 1e6
+		c.Count[k] = min(n, final)
+	}
+	c.Count[bins] = final
+	return c
 }
 
 // PrefetchSetup records the configuration of a prefetch run.
@@ -201,8 +249,8 @@ func Prefetch(ctx context.Context, cfg PrefetchConfig) (*PrefetchReport, error) 
 		if err != nil {
 			return nil, err
 		}
-		rec, err := prefetchRun(ctx, cfg, append(cfg.ServerArgv, "--predictor", "none"), earlier,
-			faulthandler.Options{NoPull: true, NoPush: true, RecordFaults: true})
+		rec, err := prefetchRun(ctx, append(cfg.ServerArgv, "--predictor", "none"), earlier,
+			faulthandler.Options{NoPull: true, NoPush: true, RecordFaults: true}, false)
 		if err != nil {
 			return nil, fmt.Errorf("%s: recording the warm-up run: %w", name, err)
 		}
@@ -227,7 +275,7 @@ func Prefetch(ctx context.Context, cfg PrefetchConfig) (*PrefetchReport, error) 
 			case "oracle":
 				argv, warm = append(argv, "--warm", futureFile), "future"
 			}
-			run, err := prefetchRun(ctx, cfg, argv, w, faulthandler.Options{NoPull: !cfg.Pull, ProbeEvery: cfg.ProbeEvery})
+			run, err := prefetchRun(ctx, argv, w, faulthandler.Options{NoPull: !cfg.Pull, ProbeEvery: cfg.ProbeEvery}, true)
 			if err != nil {
 				return nil, fmt.Errorf("%s with %s: %w", name, pn, err)
 			}
@@ -246,6 +294,7 @@ func Prefetch(ctx context.Context, cfg PrefetchConfig) (*PrefetchReport, error) 
 				ServiceP99us:    float64(st.ServiceP99.Nanoseconds()) / 1e3,
 				TouchSeconds:    run.touch.Elapsed.Seconds(),
 				ResultOK:        run.touch.Checksum == want,
+				DemandOverTime:  run.demand,
 			}
 			if settled := st.ProbesUsed + st.ProbesUnused; settled > 0 {
 				if cfg.ProbeEvery == 1 {
@@ -266,14 +315,17 @@ func Prefetch(ctx context.Context, cfg PrefetchConfig) (*PrefetchReport, error) 
 }
 
 type prefetchOutcome struct {
-	stats faulthandler.Stats
-	touch TouchResult
-	trace []uint64
+	stats  faulthandler.Stats
+	touch  TouchResult
+	trace  []uint64
+	demand *CountCurve // with sampling
 }
 
 // prefetchRun starts a server with argv, migrates its region into this
-// process while w runs on it, and returns the target's figures.
-func prefetchRun(ctx context.Context, cfg PrefetchConfig, argv []string, w *Workload, opts faulthandler.Options) (*prefetchOutcome, error) {
+// process while w runs on it, and returns the target's figures; with
+// sample, also its demand faults over time. The target handler runs in
+// this process, so the sampler reads its counters directly.
+func prefetchRun(ctx context.Context, argv []string, w *Workload, opts faulthandler.Options, sample bool) (*prefetchOutcome, error) {
 	srv, err := StartServer(ctx, argv)
 	if err != nil {
 		return nil, err
@@ -284,6 +336,30 @@ func prefetchRun(ctx context.Context, cfg PrefetchConfig, argv []string, w *Work
 		return nil, err
 	}
 	h.Start()
+	var (
+		samples     []countSample
+		stopSampler = func() {}
+	)
+	if sample {
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			tk := time.NewTicker(demandSampleEvery)
+			defer tk.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tk.C:
+					st := h.Stats()
+					samples = append(samples, countSample{st.Elapsed, st.DemandRequests})
+				}
+			}
+		}()
+		var once sync.Once
+		stopSampler = func() { once.Do(func() { close(stop); <-done }) }
+		defer stopSampler()
+	}
 	touched := make(chan TouchResult, 1)
 	go func() { touched <- w.Run(h.Memory(), h.PageSize()) }()
 	waitCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -293,7 +369,11 @@ func prefetchRun(ctx context.Context, cfg PrefetchConfig, argv []string, w *Work
 		// unmap under them (Close would); report and leave it to exit.
 		return nil, fmt.Errorf("migration failed with %d of %d pages resident: %w", h.Resident(), h.Pages(), err)
 	}
+	stopSampler()
 	out := &prefetchOutcome{touch: <-touched, stats: h.Stats(), trace: h.FaultTrace()}
+	if sample {
+		out.demand = binCounts(samples, out.stats.Elapsed, out.stats.DemandRequests, DemandBins)
+	}
 	h.Close()
 	h.Release()
 	return out, nil

@@ -2,16 +2,20 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pagewarp/pagewarp/bench"
+	"github.com/pagewarp/pagewarp/bench/report"
 	"github.com/pagewarp/pagewarp/predictor"
 )
 
@@ -19,10 +23,83 @@ func newBenchCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench SUITE",
 		Short: "Run a benchmark suite and print its figures",
-		Args:  cobra.NoArgs,
+		Long: `bench runs a benchmark suite, prints its table (or, with --json, one JSON object)
+and writes a report folder: SUITE.json (what --json prints), SUITE.csv and table.txt
+(the table), a PNG and an SVG of every plot, and a README.md listing them. The folder
+is --out, by default bench-results/SUITE-YYYYMMDDTHHMMSSZ (UTC) under the current
+directory; --no-report writes none. --from FILE re-renders the table and the folder
+from a JSON an earlier run saved, without running.`,
+		Args: cobra.NoArgs,
 	}
+	pf := cmd.PersistentFlags()
+	pf.String("out", "", "report folder (default bench-results/SUITE-TIMESTAMP)")
+	pf.Bool("no-report", false, "write no report folder")
 	cmd.AddCommand(newBenchFaultsCmd(g), newBenchPrefetchCmd(g), newBenchPrecopyCmd(g), newBenchHybridCmd(g))
 	return cmd
+}
+
+// benchReportDir is the report folder bench's --out and --no-report choose
+// for suite ("" with --no-report).
+func benchReportDir(cmd *cobra.Command, suite string, now time.Time) (string, error) {
+	if f := cmd.Flag("no-report"); f != nil && f.Value.String() == "true" {
+		return "", nil
+	}
+	f := cmd.Flag("out")
+	if f == nil {
+		return "", fmt.Errorf("bench %s: no --out flag", suite)
+	}
+	if f.Changed && f.Value.String() == "" {
+		return "", errors.New("--out '': want a folder (--no-report writes none)")
+	}
+	if dir := f.Value.String(); dir != "" {
+		return dir, nil
+	}
+	return filepath.Join("bench-results", suite+"-"+now.UTC().Format("20060102T150405Z")), nil
+}
+
+// writeBenchReport writes rep into the folder bench's --out and
+// --no-report choose for suite and says where, with the number of files:
+// on stdout after the table, on stderr with --json (stdout holds the one
+// JSON object). The README quotes the command line.
+func writeBenchReport(g *globals, cmd *cobra.Command, suite string, rep *report.Report, asJSON bool) error {
+	dir, err := benchReportDir(cmd, suite, time.Now())
+	if err != nil || dir == "" {
+		return err
+	}
+	if rep.Command == "" {
+		rep.Command = commandLine(cmd)
+	}
+	files, err := report.Dir{Path: dir}.Write(rep)
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	w := g.stdout
+	if asJSON {
+		w = g.stderr
+	}
+	fmt.Fprintf(w, "report written to %s (%d files)\n", dir, len(files))
+	return nil
+}
+
+// commandLine is the command with the flags that were set, for a report's
+// README.
+func commandLine(cmd *cobra.Command) string {
+	parts := []string{cmd.CommandPath()}
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		v := f.Value.String()
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			v = strings.Join(sv.GetSlice(), ",")
+		}
+		if f.Value.Type() == "bool" && v == "true" {
+			parts = append(parts, "--"+f.Name)
+			return
+		}
+		if v == "" || strings.ContainsAny(v, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
+			v = strconv.Quote(v)
+		}
+		parts = append(parts, "--"+f.Name+" "+v)
+	})
+	return strings.Join(parts, " ")
 }
 
 func newBenchFaultsCmd(g *globals) *cobra.Command {
@@ -34,6 +111,7 @@ func newBenchFaultsCmd(g *globals) *cobra.Command {
 		awaitSpin  time.Duration
 		serverSpin time.Duration
 		asJSON     bool
+		from       string
 	)
 	cmd := &cobra.Command{
 		Use:   "faults [--json]",
@@ -46,6 +124,13 @@ pull of a region over loopback. The page server is this binary re-run as
 'pagewarp serve --demo'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if from != "" {
+				res, err := loadReport[bench.FaultsResult](from)
+				if err != nil {
+					return err
+				}
+				return finishFaults(g, cmd, res, asJSON)
+			}
 			size, err := bench.ParseSize(pullSize)
 			if err != nil {
 				return fmt.Errorf("--pull-size: %w", err)
@@ -71,11 +156,7 @@ pull of a region over loopback. The page server is this binary re-run as
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(g.stdout, res)
-			}
-			printFaultsTable(g.stdout, res)
-			return nil
+			return finishFaults(g, cmd, res, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -86,22 +167,28 @@ pull of a region over loopback. The page server is this binary re-run as
 	f.DurationVar(&awaitSpin, "await-spin", 0, "fault loop busy-poll for an awaited demand reply (0: default 500µs, negative: off)")
 	f.DurationVar(&serverSpin, "server-spin", 0, "page server busy-poll of urgent connections (0: default 200µs, negative: off)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	f.StringVar(&from, "from", "", "do not run: print (and write the report folder of) the result saved by an earlier --json run")
 	return cmd
 }
 
-func printFaultsTable(w io.Writer, r *bench.FaultsResult) {
-	fmt.Fprintf(w, "\nfault latency seen by the faulting thread (%d faults each, %d CPUs, Linux %s)\n", r.Samples, r.CPUs, r.Kernel)
-	fmt.Fprintf(w, "  %-44s %10s %10s\n", "served by", "p50 µs", "p99 µs")
-	fmt.Fprintf(w, "  %-44s %10.1f %10.1f\n", "userfaultfd-go mapper.Handle (baseline)", r.BaselineP50, r.BaselineP99)
-	fmt.Fprintf(w, "  %-44s %10.1f %10.1f\n", fmt.Sprintf("pagewarp in-process (spin %.0fµs)", r.SpinMicros), r.InprocessP50, r.InprocessP99)
-	fmt.Fprintf(w, "  %-44s %10.1f %10.1f\n", "pagewarp in-process (spin 50µs)", r.InprocessSpinP50, r.InprocessSpinP99)
-	fmt.Fprintf(w, "  %-44s %10.1f %10.1f\n", "pagewarp, page server over loopback TCP", r.LoopbackP50, r.LoopbackP99)
-	if r.BaselineNote != "" {
-		fmt.Fprintf(w, "  baseline unavailable: %s\n", r.BaselineNote)
+// finishFaults prints a faults result (table or JSON) and writes its
+// report folder.
+func finishFaults(g *globals, cmd *cobra.Command, res *bench.FaultsResult, asJSON bool) error {
+	if asJSON {
+		if err := printJSON(g.stdout, res); err != nil {
+			return err
+		}
 	} else {
-		fmt.Fprintf(w, "  in-process p50 / baseline p50 = %.2f\n", r.InprocessOverBase)
+		printFaultsTable(g.stdout, res)
 	}
-	fmt.Fprintf(w, "background pull over loopback: %s in %.3fs = %.2f GB/s\n", bench.FormatSize(r.PullBytes), r.PullSeconds, r.PullGbps)
+	return writeBenchReport(g, cmd, "faults", res.Report(), asJSON)
+}
+
+func printFaultsTable(w io.Writer, r *bench.FaultsResult) {
+	fmt.Fprintln(w)
+	if err := r.Table().Text(w); err != nil {
+		fmt.Fprintf(w, "faults table: %v\n", err)
+	}
 }
 
 func newBenchPrefetchCmd(g *globals) *cobra.Command {
@@ -132,7 +219,7 @@ workload checksum is compared with the same workload over the source's memory.`,
 				if err != nil {
 					return err
 				}
-				return finishPrefetch(g, rep, plot, asJSON)
+				return finishPrefetch(g, cmd, rep, plot, asJSON)
 			}
 			sz, err := bench.ParseSize(size)
 			if err != nil {
@@ -157,12 +244,12 @@ workload checksum is compared with the same workload over the source's memory.`,
 			if err != nil {
 				return err
 			}
-			return finishPrefetch(g, rep, plot, asJSON)
+			return finishPrefetch(g, cmd, rep, plot, asJSON)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&plot, "plot", "", "also write an SVG plot (demand faults relative to none, precision) to this file")
-	f.StringVar(&from, "from", "", "do not run: print (and plot) the report saved by an earlier --json run")
+	f.StringVar(&plot, "plot", "", "also write the plot of demand faults relative to none and precision to this file (PNG if it ends in .png, else SVG); the report folder has it too")
+	f.StringVar(&from, "from", "", "do not run: print (and plot, and write the report folder of) the report saved by an earlier --json run")
 	f.StringSliceVar(&workloads, "workloads", nil, "workloads to run (default: all of "+strings.Join(bench.WorkloadNames(), ", ")+")")
 	f.StringSliceVar(&predictors, "predictors", nil, "predictors to compare (default: all of "+strings.Join(predictor.Names(), ", ")+")")
 	f.StringVar(&size, "size", "64MiB", "region size")
@@ -189,47 +276,42 @@ func loadReport[T any](path string) (*T, error) {
 	return &rep, nil
 }
 
-// finishPrefetch prints a prefetch report and writes its plot.
-func finishPrefetch(g *globals, rep *bench.PrefetchReport, plot string, asJSON bool) error {
+// finishPrefetch prints a prefetch report, writes its --plot and its
+// report folder.
+func finishPrefetch(g *globals, cmd *cobra.Command, rep *bench.PrefetchReport, plot string, asJSON bool) error {
 	if plot != "" {
-		if err := os.WriteFile(plot, bench.PrefetchSVG(rep), 0o644); err != nil {
+		chart := bench.PrefetchChart(rep)
+		if chart == nil {
+			return fmt.Errorf("--plot %s: no results to plot", plot)
+		}
+		render := report.SVG
+		if strings.EqualFold(filepath.Ext(plot), ".png") {
+			render = report.PNG
+		}
+		b, err := render(chart)
+		if err != nil {
+			return fmt.Errorf("--plot %s: %w", plot, err)
+		}
+		if err := os.WriteFile(plot, b, 0o644); err != nil {
 			return err
 		}
 	}
 	if asJSON {
-		return printJSON(g.stdout, rep)
+		if err := printJSON(g.stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		printPrefetchTable(g.stdout, rep)
+		if plot != "" {
+			fmt.Fprintf(g.stdout, "plot written to %s\n", plot)
+		}
 	}
-	printPrefetchTable(g.stdout, rep)
-	if plot != "" {
-		fmt.Fprintf(g.stdout, "plot written to %s\n", plot)
-	}
-	return nil
+	return writeBenchReport(g, cmd, "prefetch", rep.Report(), asJSON)
 }
 
 func printPrefetchTable(w io.Writer, rep *bench.PrefetchReport) {
-	s := rep.Setup
-	fmt.Fprintf(w, "\nprefetch: %d pages of %d bytes, %d threads, budget %d pages per fault (%s), probe every %d, pull %v\n",
-		s.Pages, s.PageSize, s.Threads, s.Budget, s.Window, s.ProbeEvery, s.Pull)
-	none := map[string]uint64{}
-	noneSec := map[string]float64{}
-	for _, r := range rep.Results {
-		if r.Predictor == "none" {
-			none[r.Workload], noneSec[r.Workload] = r.DemandFaults, r.PostcopySeconds
-		}
+	fmt.Fprintln(w)
+	if err := rep.Table().Text(w); err != nil {
+		fmt.Fprintf(w, "prefetch table: %v\n", err)
 	}
-	fmt.Fprintf(w, "%-13s %-10s %9s %8s %8s %8s %9s %8s %8s %s\n",
-		"workload", "predictor", "demand", "pushed", "used", "precis.", "postcopy", "faults", "time", "ok")
-	fmt.Fprintf(w, "%-13s %-10s %9s %8s %8s %8s %9s %8s %8s\n", "", "", "faults", "", "", "", "seconds", "/none", "/none")
-	for _, r := range rep.Results {
-		fr, tr := "-", "-"
-		if n := none[r.Workload]; n > 0 {
-			fr = fmt.Sprintf("%.3f", float64(r.DemandFaults)/float64(n))
-		}
-		if n := noneSec[r.Workload]; n > 0 {
-			tr = fmt.Sprintf("%.3f", r.PostcopySeconds/n)
-		}
-		fmt.Fprintf(w, "%-13s %-10s %9d %8d %8d %8.3f %9.3f %8s %8s %v\n",
-			r.Workload, r.Predictor, r.DemandFaults, r.Pushed, r.PushedUsed, r.Precision, r.PostcopySeconds, fr, tr, r.ResultOK)
-	}
-	fmt.Fprintf(w, "warming: %s\n", s.Warming)
 }

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -251,10 +253,11 @@ func TestDemo(t *testing.T) {
 func TestBenchPrefetch(t *testing.T) {
 	uffdtest.SkipIfUnavailable(t)
 	t.Setenv("PAGEWARP_CLI", "1")
-	var stdout bytes.Buffer
+	var stdout, stderr bytes.Buffer
 	plot := filepath.Join(t.TempDir(), "p.svg")
-	if err := run(context.Background(), &stdout, io.Discard, []string{"bench", "prefetch", "--json", "--size", "8MiB",
-		"--workloads", "sequential,random", "--predictors", "none,nextn,ppm", "--plot", plot}); err != nil {
+	out := filepath.Join(t.TempDir(), "report")
+	if err := run(context.Background(), &stdout, &stderr, []string{"bench", "prefetch", "--json", "--size", "8MiB",
+		"--workloads", "sequential,random", "--predictors", "none,nextn,ppm", "--plot", plot, "--out", out}); err != nil {
 		t.Fatalf("bench prefetch: %v\n%s", err, stdout.String())
 	}
 	var rep struct {
@@ -284,6 +287,54 @@ func TestBenchPrefetch(t *testing.T) {
 	if b, err := os.ReadFile(plot); err != nil || !bytes.Contains(b, []byte("<svg")) {
 		t.Errorf("plot %s: %v", plot, err)
 	}
+	checkReportDir(t, out, "prefetch", &stderr, "prefetch.json", "prefetch.csv", "table.txt", "prefetch.png", "prefetch.svg",
+		"prefetch-demand.png", "prefetch-demand.svg", "README.md")
+	// Every measured run recorded its demand faults over time, ending at
+	// its demand fault count.
+	var full bench.PrefetchReport
+	if err := json.Unmarshal(stdout.Bytes(), &full); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range full.Results {
+		c := r.DemandOverTime
+		if c == nil || len(c.Seconds) != bench.DemandBins+1 || len(c.Count) != len(c.Seconds) {
+			t.Errorf("%s/%s: demand_over_time %+v, want %d points", r.Workload, r.Predictor, c, bench.DemandBins+1)
+			continue
+		}
+		if last := c.Count[len(c.Count)-1]; last != r.DemandFaults || c.Count[0] > c.Count[len(c.Count)/2] {
+			t.Errorf("%s/%s: demand_over_time ends at %d (demand faults %d) or is not cumulative: %v",
+				r.Workload, r.Predictor, last, r.DemandFaults, c.Count)
+		}
+	}
+}
+
+// checkReportDir checks a bench report folder: exactly the files named,
+// the README listing them, and the "report written to" line (in msgs).
+func checkReportDir(t *testing.T, dir, suite string, msgs *bytes.Buffer, files ...string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("report folder: %v", err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	slices.Sort(got)
+	want := slices.Clone(files)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("%s report folder holds %q, want %q", suite, got, want)
+	}
+	idx, _ := os.ReadFile(filepath.Join(dir, "README.md"))
+	for _, f := range files {
+		if !bytes.Contains(idx, []byte(f)) {
+			t.Errorf("README.md does not list %s", f)
+		}
+	}
+	if line := fmt.Sprintf("report written to %s (%d files)", dir, len(files)); !strings.Contains(msgs.String(), line) {
+		t.Errorf("no %q in %q", line, msgs.String())
+	}
 }
 
 // TestBenchPrecopy runs a small pre-copy benchmark: the JSON carries the
@@ -292,11 +343,13 @@ func TestBenchPrefetch(t *testing.T) {
 // about an eighth of its bytes in round 0.
 func TestBenchPrecopy(t *testing.T) {
 	uffdtest.SkipIfUnavailable(t)
-	var stdout bytes.Buffer
-	if err := run(context.Background(), &stdout, io.Discard, []string{"bench", "precopy", "--json", "--size", "8MiB",
-		"--workloads", "silent50,dup8", "--streams", "1,2", "--rounds", "2", "--interval", "50ms"}); err != nil {
+	var stdout, stderr bytes.Buffer
+	out := filepath.Join(t.TempDir(), "report")
+	if err := run(context.Background(), &stdout, &stderr, []string{"bench", "precopy", "--json", "--size", "8MiB",
+		"--workloads", "silent50,dup8", "--streams", "1,2", "--rounds", "2", "--interval", "50ms", "--out", out}); err != nil {
 		t.Fatalf("bench precopy: %v\n%s", err, stdout.String())
 	}
+	checkReportDir(t, out, "precopy", &stderr, "precopy.json", "precopy.csv", "table.txt", "precopy-rounds.png", "precopy-rounds.svg", "README.md")
 	var rep struct {
 		Results []map[string]any `json:"results"`
 	}
@@ -328,6 +381,86 @@ func TestBenchPrecopy(t *testing.T) {
 				t.Errorf("dup8 round 0 sent %.2f of the region, want about 1/8", share)
 			}
 		}
+	}
+}
+
+// TestBenchReportFrom re-renders saved results into report folders
+// (nothing runs, so no userfaultfd is needed): the table on stdout or one
+// JSON object with the folder's path on stderr, --plot as PNG, the default
+// folder name, --no-report, and --out ”.
+func TestBenchReportFrom(t *testing.T) {
+	dir := t.TempDir()
+	faults := filepath.Join(dir, "faults.json")
+	res := map[string]any{"inprocess_p50_us": 5.9, "loopback_p50_us": 42.4, "samples": 3, "pull_gbps": 1.5,
+		"cdf": []map[string]any{{"mode": "loopback", "label": "loopback", "p": []float64{0, 0.5, 1}, "us": []float64{20, 40, 300}}}}
+	b, _ := json.Marshal(res)
+	if err := os.WriteFile(faults, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	out := filepath.Join(dir, "faults")
+	if err := run(context.Background(), &stdout, &stderr, []string{"bench", "faults", "--from", faults, "--out", out}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"pagewarp, page server over loopback TCP", "42.4", "background pull over loopback"} {
+		if !strings.Contains(stdout.String(), s) {
+			t.Errorf("faults table lacks %q:\n%s", s, stdout.String())
+		}
+	}
+	checkReportDir(t, out, "faults", &stdout, "faults.json", "faults.csv", "table.txt", "faults-cdf.png", "faults-cdf.svg", "README.md")
+	if txt, _ := os.ReadFile(filepath.Join(out, "table.txt")); !strings.Contains(stdout.String(), string(txt)) {
+		t.Errorf("table.txt is not what the terminal showed:\n%s", txt)
+	}
+
+	// --json: one JSON object on stdout, the folder's path on stderr.
+	stdout.Reset()
+	stderr.Reset()
+	out = filepath.Join(dir, "precopy")
+	if err := run(context.Background(), &stdout, &stderr, []string{"bench", "precopy", "--from", "../../docs/data/precopy.json", "--json", "--out", out}); err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil || rep["results"] == nil {
+		t.Fatalf("stdout is not one JSON report (%v): %.200s", err, stdout.String())
+	}
+	checkReportDir(t, out, "precopy", &stderr, "precopy.json", "precopy.csv", "table.txt", "precopy-rounds.png", "precopy-rounds.svg", "README.md")
+
+	// --plot as PNG; a report saved before demand_over_time has no such chart.
+	stdout.Reset()
+	out = filepath.Join(dir, "prefetch")
+	plot := filepath.Join(dir, "p.png")
+	if err := run(context.Background(), &stdout, io.Discard, []string{"bench", "prefetch", "--from", "../../docs/data/prefetch.json", "--plot", plot, "--out", out}); err != nil {
+		t.Fatal(err)
+	}
+	if pb, err := os.ReadFile(plot); err != nil || !bytes.HasPrefix(pb, []byte("\x89PNG")) {
+		t.Errorf("--plot %s: not a PNG (%v)", plot, err)
+	}
+	checkReportDir(t, out, "prefetch", &stdout, "prefetch.json", "prefetch.csv", "table.txt", "prefetch.png", "prefetch.svg", "README.md")
+
+	// The default folder, under the current directory.
+	t.Chdir(dir)
+	stdout.Reset()
+	if err := run(context.Background(), &stdout, io.Discard, []string{"bench", "faults", "--from", faults}); err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`report written to (bench-results/faults-\d{8}T\d{6}Z) \(6 files\)`).FindStringSubmatch(stdout.String())
+	if m == nil {
+		t.Fatalf("no default folder in %q", stdout.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, m[1], "faults-cdf.svg")); err != nil {
+		t.Error(err)
+	}
+	// --no-report writes nothing and says nothing about it.
+	os.RemoveAll(filepath.Join(dir, "bench-results"))
+	stdout.Reset()
+	if err := run(context.Background(), &stdout, io.Discard, []string{"bench", "faults", "--from", faults, "--no-report"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bench-results")); !os.IsNotExist(err) || strings.Contains(stdout.String(), "report written") {
+		t.Errorf("--no-report wrote a folder (%v) or said so: %q", err, stdout.String())
+	}
+	if err := run(context.Background(), io.Discard, io.Discard, []string{"bench", "faults", "--from", faults, "--out", ""}); err == nil || !strings.Contains(err.Error(), "--no-report") {
+		t.Errorf("--out '': %v, want an error pointing at --no-report", err)
 	}
 }
 

@@ -45,7 +45,7 @@ bytes sent, round 0's throughput, and memcpy's throughput measured in the same r
 				if err != nil {
 					return err
 				}
-				return finishPrecopy(g, rep, asJSON)
+				return finishPrecopy(g, cmd, rep, asJSON)
 			}
 			sz, err := bench.ParseSize(size)
 			if err != nil {
@@ -84,7 +84,7 @@ bytes sent, round 0's throughput, and memcpy's throughput measured in the same r
 			if err != nil {
 				return err
 			}
-			return finishPrecopy(g, rep, asJSON)
+			return finishPrecopy(g, cmd, rep, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -100,56 +100,26 @@ bytes sent, round 0's throughput, and memcpy's throughput measured in the same r
 	f.StringVar(&hash, "hash", "xxh3", "content hash for the filter and duplicates: xxh3 or sha256")
 	f.Int64Var(&seed, "seed", 1, "workload seed")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object {\"results\": [...], \"setup\": {...}}")
-	f.StringVar(&from, "from", "", "do not run: print the report saved by an earlier --json run")
+	f.StringVar(&from, "from", "", "do not run: print (and write the report folder of) the report saved by an earlier --json run")
 	return cmd
 }
 
-func finishPrecopy(g *globals, rep *bench.PrecopyReport, asJSON bool) error {
+// finishPrecopy prints a pre-copy report (table or JSON) and writes its
+// report folder.
+func finishPrecopy(g *globals, cmd *cobra.Command, rep *bench.PrecopyReport, asJSON bool) error {
 	if asJSON {
-		return printJSON(g.stdout, rep)
+		if err := printJSON(g.stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		printPrecopyTable(g.stdout, rep)
 	}
-	printPrecopyTable(g.stdout, rep)
-	return nil
+	return writeBenchReport(g, cmd, "precopy", rep.Report(), asJSON)
 }
 
 func printPrecopyTable(w io.Writer, rep *bench.PrecopyReport) {
-	s := rep.Setup
-	fmt.Fprintf(w, "\nprecopy: %d pages of %d bytes, %d writer threads at %.0f steps/s (runaway unpaced), rounds every %s, tracking %s, hash %s, %s, %d CPUs\n",
-		s.Pages, s.PageSize, s.Threads, s.Rate, s.Interval, s.Track, s.Hash, s.Link, s.CPUs)
-	fmt.Fprintf(w, "memcpy %.2f GB/s\n", s.MemcpyGbps)
-	fmt.Fprintf(w, "%-9s %-6s %7s %6s %9s %9s %8s %8s %8s %10s %7s %7s %7s %8s %s\n",
-		"workload", "filter", "streams", "rounds", "dirty", "fake", "zero", "dup", "rejected", "sent", "r0 GB/s", "r0/mcpy", "r0 eff", "trk+hash", "ok")
-	for _, r := range rep.Results {
-		fmt.Fprintf(w, "%-9s %-6v %7d %6d %9d %9d %8d %8d %8d %10s %7.2f %7.2f %7.2f %7.1f%% %v\n",
-			r.Workload, r.Filter, r.Streams, r.Rounds, r.PagesDirty, r.PagesFakeDirty, r.PagesZero, r.PagesDup, r.PagesRejected,
-			bench.FormatSize(int64(r.BytesSent)), r.Gbps, r.Gbps/s.MemcpyGbps, r.EffectiveGbps, 100*r.TrackHashShare, r.ResultOK)
-	}
-	fmt.Fprintf(w, "r0 GB/s: round 0's bytes on the wire per second; r0 eff: region bytes covered (data, zero, references) per second\n")
-	// The filter comparison: later-round bytes per dirty page, on over off.
-	type key struct {
-		w string
-		n int
-	}
-	off := map[key]float64{}
-	for _, r := range rep.Results {
-		if !r.Filter {
-			off[key{r.Workload, r.Streams}] = r.SteadyBytesPerDirty
-		}
-	}
-	first := true
-	for _, r := range rep.Results {
-		o := off[key{r.Workload, r.Streams}]
-		if !r.Filter || o == 0 {
-			continue
-		}
-		if first {
-			fmt.Fprintf(w, "\nrounds 2 and later, bytes per dirty page with the filter over without (and the share of dirty pages found fake):\n")
-			first = false
-		}
-		share := 0.0
-		if r.SteadyDirty > 0 {
-			share = float64(r.SteadyFakeDirty) / float64(r.SteadyDirty)
-		}
-		fmt.Fprintf(w, "  %-9s streams=%d  %.3f  (fake %.3f)\n", r.Workload, r.Streams, r.SteadyBytesPerDirty/o, share)
+	fmt.Fprintln(w)
+	if err := rep.Table().Text(w); err != nil {
+		fmt.Fprintf(w, "precopy table: %v\n", err)
 	}
 }
