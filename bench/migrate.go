@@ -11,14 +11,17 @@ import (
 	"net"
 	"os/exec"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/pagewarp/pagewarp/faulthandler"
 	"github.com/pagewarp/pagewarp/hybrid"
+	"github.com/pagewarp/pagewarp/metrics"
 	"github.com/pagewarp/pagewarp/pageserver"
 	"github.com/pagewarp/pagewarp/precopy"
 	"github.com/pagewarp/pagewarp/wire"
@@ -66,6 +69,9 @@ type MigrateSpec struct {
 	// workload per missing page (hybrid.Env.PostcopyStallPerPage; 0: its
 	// default).
 	StallPerPage time.Duration `json:"stall_per_page_ns,omitempty"`
+	// MetricsSocket, when set, is the unix socket the child serves its
+	// Prometheus metrics on (set by Migrate from MigrateConfig.Metrics).
+	MetricsSocket string `json:"metrics_socket,omitempty"`
 	// Sample is the target's period for sampling its counters into the
 	// timeline (0: 10 ms).
 	Sample time.Duration `json:"sample_ns,omitempty"`
@@ -272,6 +278,20 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 	}
 	go srv.Serve(ln)
 	defer srv.Close()
+	var rec *metrics.Precopy
+	if spec.MetricsSocket != "" {
+		reg := prometheus.NewRegistry()
+		labels := prometheus.Labels{"role": "source"}
+		reg.MustRegister(metrics.NewPageServerCollector(srv, labels))
+		if rec, err = metrics.NewPrecopy(reg, labels); err != nil {
+			return err
+		}
+		stop, err := serveChildMetrics(spec.MetricsSocket, reg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	// The workload starts before the target connects: it is the running
 	// workload we migrate.
@@ -329,6 +349,7 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 	var hist []hybrid.Round
 	d := policy.Decide(env, hist)
 	rep.Decisions = append(rep.Decisions, d)
+	rec.ObserveDecision(d)
 	for d.Action == hybrid.Continue {
 		var st precopy.RoundStats
 		span := TimeSpan{Start: time.Now()}
@@ -342,10 +363,12 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 		span.End = time.Now()
 		rep.Rounds = append(rep.Rounds, st)
 		rep.RoundSpans = append(rep.RoundSpans, span)
+		rec.ObserveRound(st)
 		hist = append(hist, hybrid.Round{Index: len(hist), Dirty: st.Dirty, FakeDirty: st.FakeDirty, Sent: st.Sent,
 			Refs: st.Zero + st.Dup + st.Known, Bytes: st.Bytes, Duration: st.Duration})
 		d = policy.Decide(env, hist)
 		rep.Decisions = append(rep.Decisions, d)
+		rec.ObserveDecision(d)
 	}
 	rep.Converged = d.Converged
 	rep.Action = d.Action.String()
@@ -377,6 +400,7 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 			span.End = time.Now()
 			rep.Rounds = append(rep.Rounds, st)
 			rep.RoundSpans = append(rep.RoundSpans, span)
+			rec.ObserveRound(st)
 		} else if len(hist) > 0 {
 			if inv, err = s.Pending(); err != nil {
 				return err
@@ -532,6 +556,17 @@ func runTarget(ctx context.Context, spec MigrateSpec, rep *TargetReport) error {
 		}
 		defer h.Close()
 		hs = append(hs, h)
+	}
+	if spec.MetricsSocket != "" {
+		reg := prometheus.NewRegistry()
+		for i, h := range hs {
+			reg.MustRegister(metrics.NewFaultHandlerCollector(h, prometheus.Labels{"role": "target", "region": strconv.Itoa(i)}))
+		}
+		stop, err := serveChildMetrics(spec.MetricsSocket, reg)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	groups := [][]*faulthandler.Handler{hs}
 	if spec.Separate {
@@ -722,6 +757,9 @@ type MigrateConfig struct {
 	// migration (ExpectedChecksums); nil computes them.
 	Expected [][16]byte
 	Log      io.Writer
+	// Metrics, when set, has the source and target serve their metrics
+	// for it to gather (see MigrateMetrics).
+	Metrics *MigrateMetrics
 }
 
 // Migrate runs one live migration between a source and a target process
@@ -743,6 +781,9 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (*MigrateResult, error) {
 	spec.Listen = link.SourceListenAddr()
 	if spec.Bandwidth == 0 && spec.Link.Rate > 0 {
 		spec.Bandwidth = spec.Link.Rate / 8
+	}
+	if cfg.Metrics != nil {
+		spec.MetricsSocket = cfg.Metrics.socket("source")
 	}
 	expected := cfg.Expected
 	if expected == nil {
@@ -767,6 +808,9 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (*MigrateResult, error) {
 		return nil, fmt.Errorf("source did not start: %q %v", line, err)
 	}
 	spec.Addr = addr.Addr
+	if cfg.Metrics != nil {
+		spec.MetricsSocket = cfg.Metrics.socket("target")
+	}
 	tgtOut, tgtCmd, err := startChild(ctx, cfg.Argv, "migrate-target", spec, link.TargetCmd)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -501,9 +502,65 @@ func TestMigrate(t *testing.T) {
 			if len(r.Decisions) == 0 || r.Decisions[len(r.Decisions)-1].Reason == "" {
 				t.Errorf("decisions %+v: want the last one with its reason", r.Decisions)
 			}
+			if tl := r.Timeline; tl == nil || len(tl.Rounds) != r.PrecopyRounds || len(tl.Samples) < 2 ||
+				tl.Switch < 0 || tl.Resume < tl.Switch || tl.Complete < tl.Switch {
+				t.Errorf("timeline %+v: want %d rounds, samples, and the switch before the resume and completion", tl, r.PrecopyRounds)
+			} else if last := tl.Samples[len(tl.Samples)-1]; last.Demand != r.DemandFaults {
+				t.Errorf("timeline's last sample has %d demand faults, the result %d", last.Demand, r.DemandFaults)
+			}
 			t.Logf("%s: %d rounds, %s, downtime %.2f ms, post-copy %.3f s, %d demand faults, %d bytes",
 				policy, r.PrecopyRounds, r.Action, r.DowntimeMs, r.PostcopySeconds, r.DemandFaults, r.BytesSent)
 		})
+	}
+}
+
+// TestMigrateMetrics scrapes migrate's --metrics-addr while it runs: the
+// source's page server, pre-copy and switch metrics and the target's fault
+// handler metrics all reach the one endpoint, labelled by role, although
+// the two run in other processes.
+func TestMigrateMetrics(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	t.Setenv("PAGEWARP_CLI", "1")
+	addr := freeAddr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, io.Discard, io.Discard, []string{"migrate", "--workload", "silent50", "--size", "16MiB",
+			"--duration", "3s", "--policy", "traditional", "--link", "shaped:200mbit", "--metrics-addr", addr})
+	}()
+	want := []string{
+		`pagewarp_pageserver_pages_sent_total{kind="data",role="source"}`,
+		`pagewarp_precopy_rounds_total{role="source"}`,
+		`pagewarp_hybrid_decisions_total{action="switch",policy="traditional",role="source"}`,
+		`pagewarp_faulthandler_resident_pages{region="0",role="target"}`,
+	}
+	seen := map[string]bool{}
+	for running := true; running; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("migrate: %v", err)
+			}
+			running = false
+		case <-time.After(50 * time.Millisecond):
+		}
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			continue // not listening yet, or gone
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, w := range want {
+			if strings.Contains(string(body), w) {
+				seen[w] = true
+			}
+		}
+	}
+	for _, w := range want {
+		if !seen[w] {
+			t.Errorf("no scrape during the migration showed %s", w)
+		}
 	}
 }
 

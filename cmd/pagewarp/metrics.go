@@ -45,19 +45,21 @@ func checkMetricsAddr(addr string, insecure bool) error {
 		"authentication; pass --insecure to serve them anyway on a network you trust", addr)
 }
 
-// serveMetrics serves reg's metrics in the Prometheus exposition format at
-// /metrics on addr (HOST:PORT) until stop is called. It returns once it
+// serveMetrics serves reg's metrics, and those of the further gatherers
+// (migrate's children), in the Prometheus exposition format at /metrics on
+// addr (HOST:PORT) until stop is called. It returns once it
 // listens, or the error that kept it from listening. stop closes the
 // listener, lets a scrape in progress finish (for up to a second) and
 // returns. The caller checks addr with checkMetricsAddr first.
-func serveMetrics(addr string, reg *prometheus.Registry) (stop func(), err error) {
+func serveMetrics(addr string, reg *prometheus.Registry, more ...prometheus.Gatherer) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
 	mux := http.NewServeMux()
+	g := append(prometheus.Gatherers{reg}, more...)
 	mux.Handle("/metrics", promhttp.InstrumentMetricHandler(reg,
-		promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorHandling: promhttp.ContinueOnError})))
+		promhttp.HandlerFor(g, promhttp.HandlerOpts{Registry: reg, ErrorHandling: promhttp.ContinueOnError})))
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

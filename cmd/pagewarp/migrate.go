@@ -119,9 +119,11 @@ func (f *migrateFlags) spec(workload string) (bench.MigrateSpec, error) {
 
 func newMigrateCmd(g *globals) *cobra.Command {
 	var (
-		f        migrateFlags
-		asJSON   bool
-		separate bool
+		f           migrateFlags
+		asJSON      bool
+		separate    bool
+		metricsAddr string
+		insecure    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "migrate",
@@ -157,7 +159,25 @@ them with one index each, for comparison.`,
 				return err
 			}
 			var log io.Writer = g.stderr
-			res, err := bench.Migrate(cmd.Context(), bench.MigrateConfig{Spec: spec, Argv: argv, Log: log})
+			cfg := bench.MigrateConfig{Spec: spec, Argv: argv, Log: log}
+			if metricsAddr != "" {
+				if err := checkMetricsAddr(metricsAddr, insecure); err != nil {
+					return err
+				}
+				mm, err := bench.NewMigrateMetrics()
+				if err != nil {
+					return err
+				}
+				defer mm.Close()
+				stop, err := serveMetrics(metricsAddr, newMetricsRegistry(), mm)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				fmt.Fprintf(g.stderr, "metrics on http://%s/metrics (source and target, label role)\n", metricsAddr)
+				cfg.Metrics = mm
+			}
+			res, err := bench.Migrate(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -176,6 +196,8 @@ them with one index each, for comparison.`,
 	cmd.Flags().Float64Var(&f.shared, "shared", 0.5, "with --gang: the share of each workload's pages all of them hold alike")
 	cmd.Flags().BoolVar(&separate, "separate-index", false, "with --gang: one content index per workload (K separate migrations over one link)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", metricsAddrUsage+"; the source's and target's metrics, labelled role, while they run")
+	cmd.Flags().BoolVar(&insecure, "insecure", false, "allow a non-loopback --metrics-addr")
 	f.register(cmd, true)
 	return cmd
 }
