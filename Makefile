@@ -4,10 +4,10 @@
 GO        ?= go
 BIN       := bin/pagewarp
 PKGS      := ./...
-RACE_PKGS := ./faulthandler ./pageserver ./wire ./precopy ./hybrid ./metrics ./bench ./internal/...
+RACE_PKGS := ./faulthandler ./pageserver ./wire ./precopy ./hybrid ./metrics ./bench ./bench/report ./qemu/... ./internal/...
 FUZZTIME  ?= 30s
 
-.PHONY: all build test race demo bench fuzz lint deps deps-prometheus clean
+.PHONY: all build test race demo bench fuzz lint deps deps-prometheus deps-qemu clean
 
 all: build
 
@@ -33,12 +33,12 @@ build: deps
 
 # test runs every test (real userfaultfd, real sockets, re-executed target processes),
 # then the concurrent packages again under the race detector.
-test: deps deps-prometheus
+test: deps deps-prometheus deps-qemu
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
 
-race: deps
+race: deps deps-qemu
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
 # demo migrates a 256 MiB demo region over loopback and prints a comparison table
@@ -60,6 +60,9 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./wire
 	$(GO) test -run '^$$' -fuzz '^FuzzReadTrace$$' -fuzztime $(FUZZTIME) ./predictor
 	$(GO) test -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime $(FUZZTIME) ./hybrid
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./qemu/returnpath
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./qemu/returnpath
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./qemu/qmp
 
 # lint also runs `promtool check metrics` over the real expositions of serve and of receive during a
 # migration (and of the pre-copy recorder): any complaint fails.
@@ -73,7 +76,6 @@ clean:
 
 # deps-qemu installs Debian's qemu-system-x86 (QEMU 7.2, TCG) for the real-QEMU tests in ./qemu,
 # only when qemu-system-x86_64 is missing and only as root; otherwise it says what to do.
-.PHONY: deps-qemu
 deps-qemu:
 	@if command -v qemu-system-x86_64 >/dev/null 2>&1; then \
 		echo "deps-qemu: $$(qemu-system-x86_64 --version | head -1)"; \
