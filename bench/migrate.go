@@ -731,6 +731,7 @@ type MigrateResult struct {
 	WallSeconds     float64           `json:"wall_seconds"`
 	DowntimeMs      float64           `json:"downtime_ms"`
 	PrecopyRounds   int               `json:"precopy_rounds"`
+	RoundBytes      []uint64          `json:"round_bytes"` // bytes each pre-copy round sent
 	PrecopySeconds  float64           `json:"precopy_seconds"`
 	PostcopySeconds float64           `json:"postcopy_seconds"`
 	BytesSent       uint64            `json:"bytes_sent"`
@@ -835,6 +836,9 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (*MigrateResult, error) {
 		DemandFaults: tgt.DemandFaults, Invalidated: src.Invalidated,
 		RateBefore: src.RateBefore, RateDuring: src.RateDuring, RateAfter: tgt.RateAfter,
 		Decisions: src.Decisions, Source: &src, Target: &tgt,
+	}
+	for _, st := range src.Rounds {
+		r.RoundBytes = append(r.RoundBytes, st.Bytes)
 	}
 	r.Timeline = newTimeline(&src, &tgt)
 	tgt.Samples = nil // in the timeline now
@@ -990,6 +994,9 @@ func newTimeline(src *SourceReport, tgt *TargetReport) *Timeline {
 	}
 	for _, s := range tgt.Samples {
 		tl.Samples = append(tl.Samples, TimelinePoint{T: at(s.At), Demand: s.Demand, Pushed: s.Pushed, Background: s.Background})
+		if tl.Samples[len(tl.Samples)-1].T >= tl.Complete {
+			break // the workload runs on, but the migration is over
+		}
 	}
 	return tl
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pagewarp/pagewarp/bench"
+	"github.com/pagewarp/pagewarp/bench/report"
 	"github.com/pagewarp/pagewarp/pageserver"
 )
 
@@ -111,7 +112,28 @@ last compares prefetching predictors (none, nextn, ppm) on four workloads.`,
 				}
 				migrations = append(migrations, res)
 			}
-			printHybridTable(g.stdout, migrations)
+			hrep := &bench.HybridReport{Results: migrations}
+			fmt.Fprintln(g.stdout)
+			if err := hrep.Table().Text(g.stdout); err != nil {
+				return err
+			}
+
+			// One report folder with every section's tables, data and plots.
+			all := &report.Report{Name: "demo", Title: "pagewarp demo", Command: commandLine(cmd),
+				Data: map[string]any{"faults": res, "prefetch": rep, "precopy": prep, "hybrid": hrep}}
+			for _, r := range []*report.Report{res.Report(), rep.Report(), prep.Report(), hrep.Report()} {
+				all.Tables = append(all.Tables, r.Tables...)
+				all.Charts = append(all.Charts, r.Charts...)
+			}
+			for i, t := range all.Tables {
+				if t.Name == "" {
+					t.Name = []string{"faults", "prefetch", "precopy", "hybrid"}[min(i, 3)]
+				}
+			}
+			if err := writeBenchReport(g, cmd, "demo", all, false); err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, "open its README.md for the plots: fault-latency CDFs, demand faults per predictor, bytes per round, a migration timeline")
 			fmt.Fprintln(g.stdout, "\nmore: pagewarp migrate --help; pagewarp bench faults|prefetch|precopy|hybrid --json; docs/architecture.md; docs/benchmarks.md")
 			return nil
 		},
@@ -120,5 +142,7 @@ last compares prefetching predictors (none, nextn, ppm) on four workloads.`,
 	f.StringVar(&size, "size", "256MiB", "demo region size")
 	f.IntVar(&threads, "threads", 4, "threads touching the region while it arrives")
 	f.IntVar(&samples, "samples", 10000, "faults timed per mode in the comparison")
+	f.String("out", "", "report folder (default bench-results/demo-TIMESTAMP)")
+	f.Bool("no-report", false, "write no report folder")
 	return cmd
 }

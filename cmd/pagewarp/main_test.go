@@ -237,13 +237,20 @@ func TestDemo(t *testing.T) {
 	uffdtest.SkipIfUnavailable(t)
 	t.Setenv("PAGEWARP_CLI", "1") // the re-executed test binary acts as the CLI
 	var stdout bytes.Buffer
-	if err := run(context.Background(), &stdout, io.Discard, []string{"demo", "--size", "16MiB", "--samples", "500"}); err != nil {
+	out := t.TempDir()
+	if err := run(context.Background(), &stdout, io.Discard, []string{"demo", "--size", "16MiB", "--samples", "500", "--out", out}); err != nil {
 		t.Fatalf("demo: %v\n%s", err, stdout.String())
 	}
 	for _, want := range []string{"listening on", "verified", "userfaultfd-go mapper.Handle", "loopback TCP", "background pull over loopback",
-		"prefetch:", "pointer-chase ppm", "precopy:", "silent50  streams=2", "hybrid: link loopback", "adaptive"} {
+		"prefetch:", "pointer-chase ppm", "precopy:", "silent50  streams=2", "hybrid: link loopback", "adaptive", "report written to " + out} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	for _, f := range []string{"README.md", "demo.json", "table.txt", "faults-cdf.png", "precopy-rounds.svg", "hybrid-rounds.png",
+		"timeline-silent50-adaptive.svg"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+			t.Errorf("demo report folder lacks %s (%v)", f, err)
 		}
 	}
 }
@@ -601,8 +608,9 @@ func TestBenchHybrid(t *testing.T) {
 	uffdtest.SkipIfUnavailable(t)
 	t.Setenv("PAGEWARP_CLI", "1")
 	var stdout bytes.Buffer
+	out := t.TempDir()
 	if err := run(context.Background(), &stdout, io.Discard, []string{"bench", "hybrid", "--json", "--size", "8MiB", "--duration", "1s",
-		"--workloads", "silent50", "--policies", "postcopy,adaptive", "--link", "shaped:1gbit"}); err != nil {
+		"--workloads", "silent50", "--policies", "postcopy,adaptive", "--link", "shaped:1gbit", "--out", out}); err != nil {
 		t.Fatalf("bench hybrid: %v\n%s", err, stdout.String())
 	}
 	var rep struct {
@@ -626,6 +634,11 @@ func TestBenchHybrid(t *testing.T) {
 		}
 		if !strings.Contains(r["link"].(string), "shaper") {
 			t.Errorf("link %q: want the in-process shaper named", r["link"])
+		}
+	}
+	for _, f := range []string{"hybrid.json", "hybrid.csv", "table.txt", "hybrid-rounds.png", "hybrid-times.svg", "timeline-silent50-adaptive.png", "README.md"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+			t.Errorf("report folder lacks %s (%v)", f, err)
 		}
 	}
 }

@@ -262,6 +262,7 @@ func newBenchHybridCmd(g *globals) *cobra.Command {
 		workloads []string
 		policies  []string
 		asJSON    bool
+		from      string
 	)
 	cmd := &cobra.Command{
 		Use:   "hybrid [--json]",
@@ -274,6 +275,13 @@ pre-copy converged, total time, downtime, post-copy time, bytes, demand faults a
 the workload's result equals that of a run without migration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if from != "" {
+				rep, err := loadReport[bench.HybridReport](from)
+				if err != nil {
+					return err
+				}
+				return finishHybrid(g, cmd, rep, asJSON)
+			}
 			for _, p := range policies {
 				if _, err := hybrid.New(p); err != nil {
 					return fmt.Errorf("--policies: %w", err)
@@ -312,11 +320,7 @@ the workload's result equals that of a run without migration.`,
 					results = append(results, res)
 				}
 			}
-			if asJSON {
-				return printJSON(g.stdout, map[string]any{"results": results})
-			}
-			printHybridTable(g.stdout, results)
-			return nil
+			return finishHybrid(g, cmd, &bench.HybridReport{Results: results}, asJSON)
 		},
 	}
 	f.register(cmd, false)
@@ -335,16 +339,23 @@ the workload's result equals that of a run without migration.`,
 	cmd.Flags().StringSliceVar(&workloads, "workloads", []string{"silent50", "phases", "zerodup", "runaway"}, "workloads to migrate")
 	cmd.Flags().StringSliceVar(&policies, "policies", hybrid.Names(), "switch policies to compare")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object {\"results\": [...]}")
+	cmd.Flags().StringVar(&from, "from", "", "do not run: print (and write the report folder of) the report saved by an earlier --json run")
 	return cmd
 }
 
-func printHybridTable(w io.Writer, rs []*bench.MigrateResult) {
-	if len(rs) > 0 {
-		fmt.Fprintf(w, "\nhybrid: link %s\n", rs[0].Link)
+// finishHybrid prints a hybrid report (table or JSON) and writes its report
+// folder: the table, bytes per round per policy, times, and a timeline of
+// one migration per workload.
+func finishHybrid(g *globals, cmd *cobra.Command, rep *bench.HybridReport, asJSON bool) error {
+	if asJSON {
+		if err := printJSON(g.stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(g.stdout)
+		if err := rep.Table().Text(g.stdout); err != nil {
+			return err
+		}
 	}
-	fmt.Fprintf(w, "%-9s %-12s %-9s %8s %9s %6s %9s %10s %8s %s\n", "workload", "policy", "converged", "total s", "downtime", "rounds", "postcopy", "bytes", "demand", "ok")
-	for _, r := range rs {
-		fmt.Fprintf(w, "%-9s %-12s %-9v %8.2f %7.1fms %6d %8.2fs %10s %8d %v\n", r.Workload, r.Policy, r.Converged, r.TotalSeconds,
-			r.DowntimeMs, r.PrecopyRounds, r.PostcopySeconds, bench.FormatSize(int64(r.BytesSent)), r.DemandFaults, r.ResultOK)
-	}
+	return writeBenchReport(g, cmd, "hybrid", rep.Report(), asJSON)
 }
