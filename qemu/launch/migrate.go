@@ -1,4 +1,4 @@
-package qemutest
+package launch
 
 import (
 	"context"

@@ -1,40 +1,47 @@
-// Package qemutest starts and drives real QEMU processes for tests and benchmarks: a source and
-// a destination qemu-system-x86_64 under TCG, booting a guest.Build boot sector, with their QMP
-// sockets and serial logs in a directory of the caller's; a post-copy migration between them; a
-// verified dump of the guest's memory.
+// Package qemutest starts and drives real QEMU processes for tests: the launcher of package
+// launch (a source and a destination qemu-system-x86_64 under TCG booting a guest.Build boot
+// sector; a post-copy migration between them; a verified dump of the guest's memory) with the
+// test conveniences: a skip when QEMU is not installed, VMs killed at t.Cleanup, t.Fatal on
+// errors. Benchmarks use package launch directly.
 //
-// Every VM is killed by Kill (tests register it with t.Cleanup through StartT). Nothing here
-// needs root; QEMU must be installed (make deps-qemu).
+// Nothing here needs root; QEMU must be installed (make deps-qemu).
 package qemutest
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/pagewarp/pagewarp/qemu/guest"
-	"github.com/pagewarp/pagewarp/qemu/qmp"
+	"github.com/pagewarp/pagewarp/qemu/launch"
+)
+
+// The launcher's types and helpers, under the names the tests have always used.
+type (
+	Options   = launch.Options
+	VM        = launch.VM
+	Migration = launch.Migration
+	Result    = launch.Result
 )
 
 // BinaryEnv names the environment variable that overrides the QEMU binary.
-const BinaryEnv = "PAGEWARP_QEMU"
+const BinaryEnv = launch.BinaryEnv
+
+// ErrNotPostcopy is returned by Migrate when the migration completed without entering post-copy.
+var ErrNotPostcopy = launch.ErrNotPostcopy
 
 // Binary returns the path of qemu-system-x86_64 ($PAGEWARP_QEMU if set).
-func Binary() (string, error) {
-	if b := os.Getenv(BinaryEnv); b != "" {
-		return b, nil
-	}
-	return exec.LookPath("qemu-system-x86_64")
+func Binary() (string, error) { return launch.Binary() }
+
+// Start starts a VM and connects to its QMP socket (launch.Start).
+func Start(ctx context.Context, o Options) (*VM, error) { return launch.Start(ctx, o) }
+
+// Migrate runs a post-copy migration from src to dst (launch.Migrate).
+func Migrate(ctx context.Context, src, dst *VM, m Migration) (Result, error) {
+	return launch.Migrate(ctx, src, dst, m)
 }
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() (int, error) { return launch.FreePort() }
 
 // Require returns the QEMU binary or skips t when qemu-system-x86_64 is not installed, saying
 // how to install it.
@@ -45,120 +52,6 @@ func Require(t testing.TB) string {
 		t.Skipf("qemu-system-x86_64 not installed (%v): run `make deps-qemu` (as root) to install Debian's qemu-system-x86", err)
 	}
 	return b
-}
-
-// Options describe one VM.
-type Options struct {
-	// Name names the VM's files in Dir ("src", "dst").
-	Name string
-	// Dir holds the disk image, the QMP socket, the serial log and memory dumps. Its path must
-	// be short enough for a unix socket (t.TempDir() is).
-	Dir string
-	// Boot is the boot sector (guest.Build).
-	Boot []byte
-	// MemMiB is the guest RAM in MiB (default 160).
-	MemMiB int
-	// Incoming is the -incoming argument ("defer", "tcp:127.0.0.1:PORT"); empty for none.
-	Incoming string
-	// Accel is the accelerator (default "tcg": the boot sector stalls under this machine's KVM).
-	Accel string
-	// Args are extra command-line arguments.
-	Args []string
-}
-
-// VM is a running QEMU.
-type VM struct {
-	Name       string
-	QMP        *qmp.Client
-	QMPPath    string
-	SerialPath string
-	Dir        string
-
-	cmd    *exec.Cmd
-	exited chan struct{}
-	stderr *syncBuffer
-	once   sync.Once
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// Start starts a VM and connects to its QMP socket; ctx bounds the start.
-func Start(ctx context.Context, o Options) (*VM, error) {
-	bin, err := Binary()
-	if err != nil {
-		return nil, err
-	}
-	if o.MemMiB == 0 {
-		o.MemMiB = 160
-	}
-	if o.Accel == "" {
-		o.Accel = "tcg"
-	}
-	img := filepath.Join(o.Dir, o.Name+".img")
-	if err := os.WriteFile(img, o.Boot, 0o644); err != nil {
-		return nil, err
-	}
-	v := &VM{
-		Name:       o.Name,
-		Dir:        o.Dir,
-		QMPPath:    filepath.Join(o.Dir, o.Name+".qmp"),
-		SerialPath: filepath.Join(o.Dir, o.Name+".serial"),
-		exited:     make(chan struct{}),
-		stderr:     &syncBuffer{},
-	}
-	args := []string{
-		"-name", o.Name,
-		"-accel", o.Accel,
-		"-m", fmt.Sprintf("%dM", o.MemMiB),
-		"-display", "none", "-monitor", "none", "-nodefaults", "-vga", "std",
-		"-serial", "file:" + v.SerialPath,
-		"-qmp", "unix:" + v.QMPPath + ",server=on,wait=off",
-		"-drive", "file=" + img + ",format=raw,if=ide",
-	}
-	if o.Incoming != "" {
-		args = append(args, "-incoming", o.Incoming)
-	}
-	args = append(args, o.Args...)
-	v.cmd = exec.Command(bin, args...)
-	v.cmd.Stdout = v.stderr
-	v.cmd.Stderr = v.stderr
-	if err := v.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", o.Name, err)
-	}
-	go func() { v.cmd.Wait(); close(v.exited) }()
-	for {
-		c, err := qmp.Dial(ctx, v.QMPPath)
-		if err == nil {
-			v.QMP = c
-			return v, nil
-		}
-		select {
-		case <-v.exited:
-			return nil, fmt.Errorf("%s exited at start: %s", o.Name, v.Stderr())
-		case <-ctx.Done():
-			v.Kill()
-			return nil, fmt.Errorf("%s: QMP not up: %w (last: %v)", o.Name, ctx.Err(), err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // StartT starts a VM for a test: fatal on error, killed at cleanup.
@@ -176,124 +69,16 @@ func StartT(t testing.TB, ctx context.Context, o Options) *VM {
 	return v
 }
 
-// Kill kills the QEMU process and closes its QMP connection; it is safe to call twice.
-func (v *VM) Kill() {
-	v.once.Do(func() {
-		if v.QMP != nil {
-			v.QMP.Close()
-		}
-		v.cmd.Process.Kill()
-		<-v.exited
-	})
-}
-
-// Exited is closed when the QEMU process has ended.
-func (v *VM) Exited() <-chan struct{} { return v.exited }
-
-// Stderr returns what QEMU printed (the first MiB).
-func (v *VM) Stderr() string { return v.stderr.String() }
-
-// Serial returns the guest's serial output so far.
-func (v *VM) Serial() string {
-	b, _ := os.ReadFile(v.SerialPath)
-	return string(b)
-}
-
-// WaitSerial waits until the serial output contains s.
-func (v *VM) WaitSerial(ctx context.Context, s string) error {
-	for !strings.Contains(v.Serial(), s) {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: serial %q never showed %q: %w", v.Name, v.Serial(), s, ctx.Err())
-		case <-v.exited:
-			return fmt.Errorf("%s exited: %s", v.Name, v.Stderr())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
-// Dump reads size bytes of guest physical memory at addr (pmemsave into Dir).
-func (v *VM) Dump(ctx context.Context, addr, size uint64) ([]byte, error) {
-	f := filepath.Join(v.Dir, fmt.Sprintf("%s-%x-%x.mem", v.Name, addr, size))
-	defer os.Remove(f)
-	if err := v.QMP.PMemSave(ctx, addr, size, f); err != nil {
-		return nil, err
-	}
-	b, err := os.ReadFile(f)
-	if err != nil {
-		return nil, err
-	}
-	if uint64(len(b)) != size {
-		return nil, fmt.Errorf("%s: pmemsave wrote %d bytes, want %d", v.Name, len(b), size)
-	}
-	return b, nil
-}
-
-// Passes returns the guest's completed passes (its header read with pmemsave; the guest may run).
-func (v *VM) Passes(ctx context.Context, p guest.Pattern) (uint32, error) {
-	h, err := v.Dump(ctx, guest.HeaderAddr, guest.HeaderSize)
-	if err != nil {
-		return 0, err
-	}
-	return guest.Passes(p, h)
-}
-
-// Verify stops the guest, dumps its header and region, and checks them with guest.Check. It
-// returns the passes completed.
-func (v *VM) Verify(ctx context.Context, p guest.Pattern, c guest.Config) (uint32, error) {
-	if err := v.QMP.Stop(ctx); err != nil {
-		return 0, err
-	}
-	h, err := v.Dump(ctx, guest.HeaderAddr, guest.HeaderSize)
-	if err != nil {
-		return 0, err
-	}
-	r, err := v.Dump(ctx, guest.RegionStart, c.RegionEnd()-guest.RegionStart)
-	if err != nil {
-		return 0, err
-	}
-	return guest.Check(p, c, h, r)
-}
-
 // StartPair starts a source running pattern p and a destination waiting (-incoming defer) in one
 // temporary directory, and waits until the source's guest has completed a pass. Both are
 // killed at cleanup.
 func StartPair(t testing.TB, ctx context.Context, p guest.Pattern, c guest.Config) (src, dst *VM) {
 	t.Helper()
-	boot, err := guest.Build(p, c)
+	Require(t)
+	src, dst, err := launch.StartPair(ctx, t.TempDir(), p, c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	src = StartT(t, ctx, Options{Name: "src", Dir: dir, Boot: boot})
-	dst = StartT(t, ctx, Options{Name: "dst", Dir: dir, Boot: boot, Incoming: "defer"})
-	if err := src.WaitSerial(ctx, "A"); err != nil {
-		t.Fatal(err)
-	}
-	for { // at least one complete pass on the source, so progress on the destination shows
-		n, err := src.Passes(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			return src, dst
-		}
-		if err := sleep(ctx, 20*time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
-	}
+	t.Cleanup(func() { src.Kill(); dst.Kill() })
+	return src, dst
 }
-
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// ErrNotPostcopy is returned by Migrate when the migration completed without entering post-copy.
-var ErrNotPostcopy = errors.New("migration completed in pre-copy: post-copy never started")
