@@ -1,0 +1,139 @@
+package progress
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// openPTY returns the master and the slave of a new pseudo-terminal.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here (/dev/ptmx: %v)", err)
+	}
+	master = os.NewFile(uintptr(fd), "/dev/ptmx")
+	t.Cleanup(func() { master.Close() })
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlockpt: %v", err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("ptsname: %v", err)
+	}
+	slave, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slave.Close() })
+	return master, slave
+}
+
+func TestQuietWhenNotATerminal(t *testing.T) {
+	var buf bytes.Buffer
+	if l := New(&buf, "receive", "pages"); l != nil {
+		t.Fatal("New on a buffer returned a line")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	l := New(w, "receive", "pages")
+	if l != nil {
+		t.Fatal("New on a pipe returned a line")
+	}
+	l.Update(1, 2, 4096) // a nil Line does nothing
+	l.Done()
+	if IsTerminal(os.NewFile(^uintptr(0), "bad")) {
+		t.Fatal("a bad descriptor is a terminal")
+	}
+}
+
+func TestDrawsOnATerminal(t *testing.T) {
+	master, slave := openPTY(t)
+	if !IsTerminal(slave) {
+		t.Fatal("the pty's slave is not a terminal")
+	}
+	l := New(slave, "receive", "pages")
+	if l == nil {
+		t.Fatal("New on a terminal returned nil")
+	}
+	l.Update(50, 100, 50*4096)
+	l.Update(51, 100, 51*4096) // within 100 ms: not drawn
+	l.Update(100, 100, 100*4096)
+	l.Done()
+	l.Update(1, 100, 1) // after Done: nothing
+	slave.Close()
+	out := readAll(t, master)
+	if got := strings.Count(out, "ETA"); got != 2 {
+		t.Fatalf("%d lines drawn, want 2 (the throttled one skipped): %q", got, out)
+	}
+	for _, want := range []string{"\rreceive 50/100 pages (50%)", "\rreceive 100/100 pages (100%)  400.0KiB", "ETA 0s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q: %q", want, out)
+		}
+	}
+	if !strings.HasSuffix(out, "\r") {
+		t.Errorf("Done did not leave the cursor at the start of a cleared line: %q", out)
+	}
+}
+
+// readAll reads what the slave wrote until the master reports its close.
+func readAll(t *testing.T, master *os.File) string {
+	t.Helper()
+	var out []byte
+	buf := make([]byte, 4096)
+	master.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		n, err := master.Read(buf)
+		out = append(out, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	return strings.ReplaceAll(string(out), "\r\n", "\n")
+}
+
+func TestFormat(t *testing.T) {
+	for _, c := range []struct {
+		done, total uint64
+		bytes       int64
+		elapsed     time.Duration
+		want        string
+	}{
+		{0, 1000, 0, 0, "x 0/1000 pages (0%)  0B  ETA -"},
+		{250, 1000, 250 << 12, time.Second, "x 250/1000 pages (25%)  1000.0KiB  1000.0KiB/s  ETA 3s"},
+		{1000, 1000, 1000 << 12, 2 * time.Second, "x 1000/1000 pages (100%)  3.9MiB  2.0MiB/s  ETA 0s"},
+		{1, 0, 10, time.Second, "x 1/0 pages (0%)  10B  10B/s  ETA -"},
+	} {
+		if got := Format("x", "pages", c.done, c.total, c.bytes, c.elapsed); got != c.want {
+			t.Errorf("Format(%d, %d, %d, %v) = %q, want %q", c.done, c.total, c.bytes, c.elapsed, got, c.want)
+		}
+	}
+}
+
+func TestConcurrentUpdates(t *testing.T) {
+	_, slave := openPTY(t)
+	l := newLine(slave, "", "pages", time.Now)
+	done := make(chan struct{})
+	for i := range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for j := range 1000 {
+				l.Update(uint64(i*1000+j), 4000, int64(j))
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	l.Done()
+}
