@@ -11,6 +11,7 @@ import (
 
 	"github.com/pagewarp/pagewarp/bench"
 	"github.com/pagewarp/pagewarp/hybrid"
+	"github.com/pagewarp/pagewarp/internal/progress"
 )
 
 // migrateFlags are the flags a migration is described by, shared by
@@ -296,6 +297,15 @@ the workload's result equals that of a run without migration.`,
 				log = g.stdout
 			}
 			var results []*bench.MigrateResult
+			// On a terminal, a line of runs done, bytes moved, rate and ETA.
+			var line *progress.Line
+			if !asJSON {
+				line = progress.New(g.stdout, "bench hybrid", "runs")
+				log = line.Writer(log)
+			}
+			defer line.Done()
+			line.Update(0, uint64(len(workloads)*len(policies)), 0)
+			var moved int64
 			for _, w := range workloads {
 				spec, err := f.spec(w)
 				if err != nil {
@@ -318,6 +328,8 @@ the workload's result equals that of a run without migration.`,
 						w, p, res.Converged, res.TotalSeconds, res.DowntimeMs, res.PostcopySeconds, bench.FormatSize(int64(res.BytesSent)), res.ResultOK)
 					res.Source, res.Target = nil, nil
 					results = append(results, res)
+					moved += int64(res.BytesSent)
+					line.Update(uint64(len(results)), uint64(len(workloads)*len(policies)), moved)
 				}
 			}
 			return finishHybrid(g, cmd, &bench.HybridReport{Results: results}, asJSON)

@@ -29,6 +29,7 @@ type Line struct {
 	start    time.Time
 	last     time.Time
 	lastLen  int
+	lastText string
 	finished bool
 	now      func() time.Time
 }
@@ -94,7 +95,36 @@ func (l *Line) draw(s string) {
 		pad = strings.Repeat(" ", n) // erase the tail of a longer line
 	}
 	fmt.Fprintf(l.w, "\r%s%s", s, pad)
-	l.lastLen = len(s)
+	l.lastLen, l.lastText = len(s), s
+}
+
+// Writer returns a writer for log lines that share the terminal with l:
+// each write clears the progress line, writes, and draws the line again
+// under what was written. With a nil Line it returns w itself.
+func (l *Line) Writer(w io.Writer) io.Writer {
+	if l == nil {
+		return w
+	}
+	return logWriter{l, w}
+}
+
+type logWriter struct {
+	l *Line
+	w io.Writer
+}
+
+func (lw logWriter) Write(p []byte) (int, error) {
+	l := lw.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lastLen > 0 && !l.finished {
+		fmt.Fprintf(l.w, "\r%s\r", strings.Repeat(" ", l.lastLen))
+	}
+	n, err := lw.w.Write(p)
+	if l.lastLen > 0 && !l.finished {
+		fmt.Fprintf(l.w, "\r%s", l.lastText)
+	}
+	return n, err
 }
 
 // Format renders one progress line: "LABEL done/total UNIT (P%)  BYTES

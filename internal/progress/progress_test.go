@@ -102,6 +102,31 @@ func readAll(t *testing.T, master *os.File) string {
 	return strings.ReplaceAll(string(out), "\r\n", "\n")
 }
 
+// TestWriter: a log line written through Writer clears the progress line
+// first and the progress line is drawn again after it.
+func TestWriter(t *testing.T) {
+	master, slave := openPTY(t)
+	l := New(slave, "", "runs")
+	l.Update(1, 4, 100)
+	w := l.Writer(slave)
+	if _, err := w.Write([]byte("run 1 done\n")); err != nil {
+		t.Fatal(err)
+	}
+	l.Done()
+	slave.Close()
+	out := readAll(t, master)
+	first := "1/4 runs (25%)  100B"
+	i := strings.Index(out, first)
+	j := strings.Index(out, "run 1 done")
+	k := strings.LastIndex(out, first)
+	if i < 0 || j < i || k < j {
+		t.Fatalf("want the progress line, the log line, then the progress line again: %q", out)
+	}
+	if New(&bytes.Buffer{}, "", "").Writer(slave) != slave {
+		t.Fatal("a nil Line's Writer is not the writer itself")
+	}
+}
+
 func TestFormat(t *testing.T) {
 	for _, c := range []struct {
 		done, total uint64
