@@ -230,20 +230,24 @@ func (v *VM) Verify(ctx context.Context, p guest.Pattern, c guest.Config) (uint3
 	return guest.Check(p, c, h, r)
 }
 
-// StartPair starts, in dir, a source running pattern p over the region of c and a destination
-// waiting for an incoming migration (-incoming defer), both booting the same image, and waits
-// until the source's guest has completed a pass (so progress on the destination shows). On
-// error both are killed; on success the caller kills them.
-func StartPair(ctx context.Context, dir string, p guest.Pattern, c guest.Config) (src, dst *VM, err error) {
+// StartPair starts a source running pattern p over the region of c and a destination waiting
+// for an incoming migration (-incoming defer), both booting the same image with the options of
+// o (Dir, MemMiB, Accel, Args; Name, Boot and Incoming are StartPair's), and waits until the
+// source's guest has completed a pass (so progress on the destination shows). On error both
+// are killed; on success the caller kills them.
+func StartPair(ctx context.Context, o Options, p guest.Pattern, c guest.Config) (src, dst *VM, err error) {
 	boot, err := guest.Build(p, c)
 	if err != nil {
 		return nil, nil, err
 	}
-	src, err = Start(ctx, Options{Name: "src", Dir: dir, Boot: boot})
+	so, do := o, o
+	so.Name, so.Boot, so.Incoming = "src", boot, ""
+	do.Name, do.Boot, do.Incoming = "dst", boot, "defer"
+	src, err = Start(ctx, so)
 	if err != nil {
 		return nil, nil, err
 	}
-	dst, err = Start(ctx, Options{Name: "dst", Dir: dir, Boot: boot, Incoming: "defer"})
+	dst, err = Start(ctx, do)
 	if err != nil {
 		src.Kill()
 		return nil, nil, err

@@ -75,7 +75,7 @@ func StartT(t testing.TB, ctx context.Context, o Options) *VM {
 func StartPair(t testing.TB, ctx context.Context, p guest.Pattern, c guest.Config) (src, dst *VM) {
 	t.Helper()
 	Require(t)
-	src, dst, err := launch.StartPair(ctx, t.TempDir(), p, c)
+	src, dst, err := launch.StartPair(ctx, Options{Dir: t.TempDir()}, p, c)
 	if err != nil {
 		t.Fatal(err)
 	}
