@@ -35,8 +35,9 @@
 // verifies and installs them: no goroutine hand-off on the demand path. Each
 // bulk connection has one receive loop that verifies and installs pages and
 // keeps at most Options.PullWindow background requests in flight on its
-// connection. A connection without a descriptor (net.Pipe) gets a receive
-// loop goroutine for its urgent replies instead.
+// connection. A connection without a descriptor (net.Pipe), or under TLS
+// (Options.TLS: its bytes are records to decrypt), gets a receive loop
+// goroutine for its urgent replies instead.
 //
 // A goroutine blocked in a userfaultfd fault keeps its P: the runtime sees it
 // as running. If as many goroutines fault at once as there are Ps, the fault

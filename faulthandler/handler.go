@@ -2,6 +2,7 @@ package faulthandler
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -95,6 +96,15 @@ type Options struct {
 	// ProbeExpiry is how many demand faults a probe waits to be touched
 	// before it is installed and reported unused. Default 32.
 	ProbeExpiry int
+	// TLS, when set, makes Dial run a TLS 1.3 handshake on every connection
+	// (urgent and bulk) before the protocol's: the server's certificate must
+	// verify against RootCAs and name the dialled host (ServerName, by
+	// default the host of addr), and the client presents Certificates for
+	// the server to verify (see wire.ClientTLS). NewRemote takes
+	// connections as they are and ignores it. With TLS the fault loop cannot
+	// read the urgent connection's socket itself (the bytes are records to
+	// decrypt): a receive loop goroutine reads it, as for net.Pipe.
+	TLS *tls.Config
 	// RecordFaults keeps the page of every demand fault in the order the
 	// fault loop read them (FaultTrace): the first-touch sequence of the
 	// pages the workload reached before the pull did. With NoPull it is

@@ -3,6 +3,7 @@ package faulthandler
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -29,10 +30,17 @@ var ErrServerGone = errors.New("page server went away")
 
 // Dial connects to the page server at addr over network ("tcp", "unix")
 // with one urgent and Options.BulkStreams bulk connections, performs the
-// handshake, and maps a region of the size the server announces. Call
-// Start to begin.
+// handshake (TLS first with Options.TLS), and maps a region of the size the
+// server announces. Call Start to begin.
 func Dial(ctx context.Context, network, addr string, opts Options) (*Handler, error) {
 	opts.setDefaults()
+	var tlsCfg *tls.Config
+	if opts.TLS != nil {
+		var err error
+		if tlsCfg, err = wire.ClientTLS(opts.TLS, addr); err != nil {
+			return nil, fmt.Errorf("dial %s: %w", addr, err)
+		}
+	}
 	var d net.Dialer
 	conns := make([]net.Conn, 0, 1+opts.BulkStreams)
 	closeAll := func() {
@@ -46,10 +54,19 @@ func Dial(ctx context.Context, network, addr string, opts Options) (*Handler, er
 			closeAll()
 			return nil, fmt.Errorf("dial %s: %w", addr, err)
 		}
+		if tc, ok := c.(*net.TCPConn); ok && len(conns) == 0 {
+			tc.SetNoDelay(true)
+		}
+		if tlsCfg != nil {
+			tc, err := wire.ClientHandshake(ctx, c, tlsCfg, opts.IOTimeout)
+			if err != nil {
+				c.Close()
+				closeAll()
+				return nil, fmt.Errorf("dial %s: %w", addr, err)
+			}
+			c = tc
+		}
 		conns = append(conns, c)
-	}
-	if tc, ok := conns[0].(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
 	}
 	h, err := NewRemote(ctx, conns[0], conns[1:], opts)
 	if err != nil {
@@ -199,6 +216,10 @@ func (rc *rconn) handshake(ctx context.Context, hello *wire.Hello, timeout time.
 	}
 	m, err := rc.r.ReadMessage()
 	if err != nil {
+		if _, secure := rc.c.(*tls.Conn); !secure && serverGone(err) {
+			return nil, fmt.Errorf("handshake (%s): the server closed the connection before its welcome, "+
+				"as a server that requires TLS does to a client without it: %w", rc.name, err)
+		}
 		return nil, fmt.Errorf("handshake (%s): %w", rc.name, err)
 	}
 	switch m := m.(type) {

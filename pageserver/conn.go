@@ -2,6 +2,8 @@ package pageserver
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -34,7 +36,8 @@ type job struct {
 // conn is one client connection: a receive loop (the goroutine of ServeConn) and a send loop.
 type conn struct {
 	s   *Server
-	nc  net.Conn
+	nc  net.Conn // the connection frames go through: raw, or TLS over raw
+	raw net.Conn // with TLS, the accepted connection under nc; nil without
 	log *slog.Logger
 	r   *wire.Reader // receive loop only
 	sr  *spinReader  // under r
@@ -76,12 +79,25 @@ type conn struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	sr := newSpinReader(nc)
+	var (
+		raw net.Conn
+		r   io.Reader = sr
+	)
+	if s.tls != nil {
+		// TLS reads the socket through the spinning reader, so that an
+		// urgent connection busy-polls for the next record as it does for
+		// the next plain frame.
+		raw = nc
+		nc = tls.Server(spinConn{Conn: raw, r: sr}, s.tls)
+		r = nc
+	}
 	return &conn{
 		sr:       sr,
 		s:        s,
 		nc:       nc,
+		raw:      raw,
 		log:      s.log.With("remote", nc.RemoteAddr().String()),
-		r:        wire.NewReader(sr),
+		r:        wire.NewReader(r),
 		w:        wire.NewWriter(nc),
 		demand:   make(chan job, queueDepth),
 		pushq:    make(chan job, queueDepth),
@@ -94,6 +110,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 
 // serve runs the connection to its end. The caller closes nc.
 func (c *conn) serve() {
+	if c.raw != nil && !c.tlsHandshake() {
+		return
+	}
 	ok := c.handshake()
 	if c.sess != nil {
 		defer c.s.releaseSession(c.sess)
@@ -130,7 +149,14 @@ func (c *conn) shutdown() {
 	defer c.mu.Unlock()
 	c.closing = true
 	if !c.started || c.handedOff {
-		c.nc.Close() // in the handshake: nothing to say goodbye to yet
+		// In the handshake: nothing to say goodbye to yet. With TLS the raw
+		// connection is closed: closing the TLS one would first write a
+		// close_notify alert, which can block while s.mu is held.
+		if c.raw != nil {
+			c.raw.Close()
+		} else {
+			c.nc.Close()
+		}
 		return
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(shutdownGrace))
@@ -191,6 +217,19 @@ func (c *conn) last(m wire.Message) {
 	}
 }
 
+// tlsHandshake runs the server side of the TLS handshake within
+// HandshakeTimeout. A client whose certificate the server does not verify
+// gets the TLS alert and nothing else: no frame has been read or written.
+func (c *conn) tlsHandshake() bool {
+	err := wire.ServerHandshake(context.Background(), c.nc.(*tls.Conn), c.raw, c.s.opts.HandshakeTimeout)
+	if err != nil {
+		c.s.stats.tlsRefused.Add(1)
+		c.log.Info("tls handshake failed: connection refused", "err", err)
+		return false
+	}
+	return true
+}
+
 // handshake reads Hello and answers Welcome, or an Error. It reports whether to go on.
 func (c *conn) handshake() bool {
 	c.nc.SetReadDeadline(time.Now().Add(c.s.opts.HandshakeTimeout))
@@ -232,7 +271,11 @@ func (c *conn) handshake() bool {
 	if hello.Channel == wire.ChannelUrgent {
 		c.sr.setSpin(c.s.opts.UrgentSpin)
 	}
-	if tc, ok := c.nc.(*net.TCPConn); ok && (hello.Channel == wire.ChannelBulk || hello.Channel == wire.ChannelPrecopy) {
+	raw := c.nc
+	if c.raw != nil {
+		raw = c.raw
+	}
+	if tc, ok := raw.(*net.TCPConn); ok && (hello.Channel == wire.ChannelBulk || hello.Channel == wire.ChannelPrecopy) {
 		// A bulk connection should let the send loop run ahead of a target
 		// busy installing pages: with the default 16 KiB start of the send
 		// buffer the two sides take turns instead of overlapping.

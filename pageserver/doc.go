@@ -31,6 +31,14 @@
 // A protocol error found by the receive loop goes to the send loop (the ctrl channel), which sends the
 // Error frame, half-closes, and lingers briefly so the peer can read it; only that connection closes.
 //
+// # Transport security
+//
+// With Options.TLS every connection is mutual TLS 1.3 (wire.ServerTLS): the TLS handshake runs in the
+// connection's goroutine under HandshakeTimeout, before the receive loop reads a frame, so a client
+// without a certificate the configured CAs verify is refused before it sees even the Welcome, and a
+// silent client holds its connection no longer than the timeout. TLS reads the socket through the
+// same spinning reader as plain connections.
+//
 // # Invariants
 //
 //   - Client input never panics the server and never sizes an allocation: frames are bounded by

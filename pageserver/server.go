@@ -1,6 +1,7 @@
 package pageserver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -51,8 +52,19 @@ type Options struct {
 	Name string
 	// WriteTimeout bounds every flush to a connection; default 10s.
 	WriteTimeout time.Duration
-	// HandshakeTimeout bounds the wait for Hello; default 5s.
+	// HandshakeTimeout bounds the TLS handshake (with TLS) and then the
+	// wait for Hello, each; default 5s. A client that connects and stays
+	// silent holds its connection this long and no longer.
 	HandshakeTimeout time.Duration
+	// TLS, when set, makes every connection mutual TLS 1.3: the server runs
+	// the TLS handshake on each accepted connection before it reads a
+	// frame, and a client without a certificate that ClientCAs verifies is
+	// refused there, before anything of the source (not even the Welcome
+	// with its region list) is sent. The config must require and verify
+	// client certificates (see wire.ServerTLS); otherwise Serve returns the
+	// reason and every client is refused. Serve and ServeConn take raw
+	// connections, not ones already wrapped in TLS.
+	TLS *tls.Config
 	// UrgentSpin is how long the receive loop of an urgent connection
 	// busy-polls for the next demand request before it parks; default
 	// 200µs, negative disables. See docs/benchmarks.md for why.
@@ -81,6 +93,10 @@ type PrecopyServer interface {
 type Stats struct {
 	ConnectionsAccepted uint64
 	ConnectionsActive   int64
+	// TLSRefused counts connections closed because their TLS handshake
+	// failed or timed out (a missing, untrusted or expired client
+	// certificate, a client speaking something else, a silent client).
+	TLSRefused uint64
 	// Requests counts page requests by priority: Requests[wire.PriorityDemand] and
 	// Requests[wire.PriorityBackground].
 	Requests       [2]uint64
@@ -109,6 +125,7 @@ type Stats struct {
 
 type counters struct {
 	accepted, digests, pages, zeroPages, bytes atomic.Uint64
+	tlsRefused                                 atomic.Uint64
 	active                                     atomic.Int64
 	requests                                   [2]atomic.Uint64
 	errors                                     [wire.NumCodes]atomic.Uint64
@@ -124,7 +141,8 @@ type Server struct {
 	cache    bool   // src is Immutable: digests are cached
 	log      *slog.Logger
 	opts     Options
-	err      error // invalid configuration, reported by Serve and to clients
+	tls      *tls.Config // from Options.TLS through wire.ServerTLS; nil: plain TCP
+	err      error       // invalid configuration, reported by Serve and to clients
 	pageSize int
 	regions  []wire.Region
 	pages    map[uint32]uint64 // region id -> pages
@@ -190,6 +208,14 @@ func New(src Source, opts Options) *Server {
 		pages:     make(map[uint32]uint64),
 		sessions:  make(map[[wire.SessionLen]byte]*session),
 		features:  serverFeatures,
+	}
+	if opts.TLS != nil {
+		cfg, err := wire.ServerTLS(opts.TLS)
+		if err != nil {
+			s.err = fmt.Errorf("pageserver: %w", err)
+			return s
+		}
+		s.tls = cfg
 	}
 	if err := s.opts.Prefetch.check(); err != nil {
 		s.err = err
@@ -279,13 +305,19 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// ServeConn serves one connection until the peer leaves, a protocol error, or Close, and closes it.
-// It can be called directly with any net.Conn, a net.Pipe end included.
 // bulkSendBuffer is SO_SNDBUF for bulk connections (the kernel caps it at
 // net.core.wmem_max).
 const bulkSendBuffer = 4 << 20
 
+// ServeConn serves one connection until the peer leaves, a protocol error, or Close, and closes it.
+// It can be called directly with any net.Conn, a net.Pipe end included. With Options.TLS, nc is the
+// raw connection: ServeConn runs the TLS handshake on it first.
 func (s *Server) ServeConn(nc net.Conn) {
+	if s.opts.TLS != nil && s.tls == nil {
+		// The TLS configuration was refused: nothing is said in clear.
+		nc.Close()
+		return
+	}
 	c := newConn(s, nc)
 	s.mu.Lock()
 	if s.closed {
@@ -339,6 +371,7 @@ func (s *Server) Close() error {
 func (s *Server) Stats() Stats {
 	st := Stats{
 		ConnectionsAccepted: s.stats.accepted.Load(),
+		TLSRefused:          s.stats.tlsRefused.Load(),
 		ConnectionsActive:   s.stats.active.Load(),
 		DigestRequests:      s.stats.digests.Load(),
 		PagesSent:           s.stats.pages.Load(),

@@ -94,3 +94,12 @@ func (r *spinReader) readable() bool {
 	})
 	return ready
 }
+
+// spinConn is a connection whose reads go through a spinReader: what TLS
+// reads its records from on the server side.
+type spinConn struct {
+	net.Conn
+	r *spinReader
+}
+
+func (c spinConn) Read(p []byte) (int, error) { return c.r.Read(p) }

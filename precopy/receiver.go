@@ -1,7 +1,9 @@
 package precopy
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,7 +33,12 @@ type ReceiverConfig struct {
 	Base []byte
 	// IOTimeout bounds the handshake (default 10s).
 	IOTimeout time.Duration
-	Logger    *slog.Logger
+	// TLS, when set, makes Dial run a TLS 1.3 handshake on every stream
+	// before the protocol's, as faulthandler.Options.TLS does (see
+	// wire.ClientTLS). A page server configured with TLS refuses streams
+	// without it.
+	TLS    *tls.Config
+	Logger *slog.Logger
 }
 
 // ReceivedRound is one round as the target saw it.
@@ -92,23 +99,40 @@ func Dial(ctx context.Context, network, addr string, handlers []*faulthandler.Ha
 	if cfg.Streams <= 0 {
 		cfg.Streams = 1
 	}
+	var tlsCfg *tls.Config
+	if cfg.TLS != nil {
+		var err error
+		if tlsCfg, err = wire.ClientTLS(cfg.TLS, addr); err != nil {
+			return nil, fmt.Errorf("dial %s: %w", addr, err)
+		}
+	}
 	var d net.Dialer
 	conns := make([]net.Conn, 0, cfg.Streams)
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
 	for range cfg.Streams {
 		c, err := d.DialContext(ctx, network, addr)
 		if err != nil {
-			for _, c := range conns {
-				c.Close()
-			}
+			closeAll()
 			return nil, fmt.Errorf("dial %s: %w", addr, err)
+		}
+		if tlsCfg != nil {
+			tc, err := wire.ClientHandshake(ctx, c, tlsCfg, cmp.Or(cfg.IOTimeout, 10*time.Second))
+			if err != nil {
+				c.Close()
+				closeAll()
+				return nil, fmt.Errorf("dial %s: %w", addr, err)
+			}
+			c = tc
 		}
 		conns = append(conns, c)
 	}
 	r, err := NewReceiver(ctx, conns, handlers, cfg)
 	if err != nil {
-		for _, c := range conns {
-			c.Close()
-		}
+		closeAll()
 		return nil, err
 	}
 	return r, nil

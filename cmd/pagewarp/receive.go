@@ -70,7 +70,8 @@ type receiveOpts struct {
 	asJSON       bool
 	traceOut     string // write the demand-fault sequence here (trace record)
 	metricsAddr  string // serve the fault handler's metrics here ("": off)
-	insecure     bool   // allow a non-loopback metricsAddr
+	insecure     bool   // allow a non-loopback metricsAddr, and connect to a non-loopback server without TLS
+	tls          tlsFlags
 }
 
 func newReceiveCmd(g *globals) *cobra.Command {
@@ -84,6 +85,9 @@ registers it with userfaultfd, then pulls every page: touches of missing pages (
 on an urgent connection, and a background pull on a bulk connection brings the rest.
 Once every page is resident it unregisters the region, says goodbye, and prints a
 summary. --verify compares a digest of the whole region with the server's.
+A server that is not on loopback is reached only with mutual TLS (--tls-cert,
+--tls-key, --tls-ca: the server's certificate must be signed by that CA and name
+the host of --connect) or with --insecure.
 --metrics-addr 127.0.0.1:9091 serves the fault handler's Prometheus metrics
 (docs/metrics.md) at http://127.0.0.1:9091/metrics while the region arrives.`,
 		Args: cobra.NoArgs,
@@ -127,7 +131,7 @@ summary. --verify compares a digest of the whole region with the server's.
 	f.IntVar(&o.bulkStreams, "bulk-streams", 0, "bulk connections for the pull, each installing on its own (0: default 3)")
 	f.BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", metricsAddrUsage)
-	f.BoolVar(&o.insecure, "insecure", false, "allow a non-loopback --metrics-addr")
+	f.Lookup("insecure").Usage = "connect to a non-loopback server without TLS, and allow a non-loopback --metrics-addr"
 	return cmd
 }
 
@@ -139,10 +143,19 @@ func addWorkloadFlags(f *pflag.FlagSet, o *receiveOpts, threads int) {
 	f.Uint64Var(&o.touchSeed, "touch-seed", 1, "seed of the touch order")
 	f.StringVar(&o.workload, "workload", "", "access pattern of the touch threads: "+
 		strings.Join(bench.WorkloadNames(), ", ")+" (default: every page once in random order)")
+	o.tls.register(f, "target")
+	f.BoolVar(&o.insecure, "insecure", false, "connect to a non-loopback server without TLS")
 }
 
 func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, error) {
-	opts := faulthandler.Options{Verify: o.verify, NoPull: o.noPull, NoPush: o.noPush, ProbeEvery: o.probeEvery, Spin: o.spin, Logger: g.logger(),
+	if err := checkPageAddr("--connect", o.connect, o.tls.enabled(), o.insecure); err != nil {
+		return nil, err
+	}
+	tlsConfig, err := o.tls.clientConfig()
+	if err != nil {
+		return nil, err
+	}
+	opts := faulthandler.Options{TLS: tlsConfig, Verify: o.verify, NoPull: o.noPull, NoPush: o.noPush, ProbeEvery: o.probeEvery, Spin: o.spin, Logger: g.logger(),
 		PullChunk: o.pullChunk, PullWindow: o.pullWindow, BulkStreams: o.bulkStreams, RecordFaults: o.traceOut != ""}
 	if o.region >= 0 {
 		r := uint32(o.region)

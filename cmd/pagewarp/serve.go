@@ -23,6 +23,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		insecure           bool
 		urgentSpin         time.Duration
 		pf                 prefetchFlags
+		tf                 tlsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve (--file MEMFILE | --demo SIZE) [--listen ADDR]",
@@ -31,6 +32,8 @@ func newServeCmd(g *globals) *cobra.Command {
 is read from the source and sent with its hash. The source is a memory file (a VM
 snapshot's memory file, say) or a built-in demo region of deterministic content.
 It prints "listening on ADDR" once ready and serves until interrupted.
+It listens on loopback unless given mutual TLS (--tls-cert, --tls-key, --tls-ca:
+every receiver must then present a certificate signed by that CA) or --insecure.
 --metrics-addr 127.0.0.1:9090 serves the page server's Prometheus metrics
 (docs/metrics.md) at http://127.0.0.1:9090/metrics.`,
 		Args: cobra.NoArgs,
@@ -38,7 +41,11 @@ It prints "listening on ADDR" once ready and serves until interrupted.
 			if (file == "") == (demo == "") {
 				return errors.New("give exactly one of --file MEMFILE or --demo SIZE")
 			}
-			if err := checkListenAddr(listen, insecure); err != nil {
+			if err := checkPageAddr("--listen", listen, tf.enabled(), insecure); err != nil {
+				return err
+			}
+			tlsConfig, err := tf.serverConfig()
+			if err != nil {
 				return err
 			}
 			if metricsAddr != "" {
@@ -83,7 +90,7 @@ It prints "listening on ADDR" once ready and serves until interrupted.
 			if err != nil {
 				return err
 			}
-			srv := pageserver.New(src, pageserver.Options{Logger: g.logger(), Name: "pagewarp/" + Version, UrgentSpin: urgentSpin, Prefetch: prefetch})
+			srv := pageserver.New(src, pageserver.Options{Logger: g.logger(), Name: "pagewarp/" + Version, UrgentSpin: urgentSpin, Prefetch: prefetch, TLS: tlsConfig})
 			if metricsAddr != "" {
 				reg := newMetricsRegistry()
 				reg.MustRegister(metrics.NewPageServerCollector(srv, nil))
@@ -102,6 +109,9 @@ It prints "listening on ADDR" once ready and serves until interrupted.
 				fmt.Fprintf(g.stdout, "serving region %d %q: %d pages of %d bytes (%s) from %s\n",
 					r.ID, r.Name, r.Pages, pageSize, bench.FormatSize(int64(r.Pages)*int64(pageSize)), what)
 			}
+			if tlsConfig != nil {
+				fmt.Fprintf(g.stdout, "mutual TLS 1.3: receivers must present a certificate signed by %s\n", tf.ca)
+			}
 			fmt.Fprintf(g.stdout, "listening on %s\n", ln.Addr())
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
@@ -115,6 +125,9 @@ It prints "listening on ADDR" once ready and serves until interrupted.
 			st := srv.Stats()
 			fmt.Fprintf(g.stdout, "served %d connections for %v: %d pages (%d zero), %s\n",
 				st.ConnectionsAccepted, time.Since(start).Round(time.Millisecond), st.PagesSent, st.ZeroPagesSent, bench.FormatSize(int64(st.BytesSent)))
+			if st.TLSRefused > 0 {
+				fmt.Fprintf(g.stdout, "refused %d connections in the TLS handshake\n", st.TLSRefused)
+			}
 			if st.PredictCalls > 0 {
 				fmt.Fprintf(g.stdout, "pushed %d pages after %d of %d demand faults; targets reported %d pushed pages used, %d unused\n",
 					st.PagesPushed, st.Pushes, st.PredictCalls, st.PushReportedUsed, st.PushReportedUnused)
@@ -123,7 +136,7 @@ It prints "listening on ADDR" once ready and serves until interrupted.
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", "127.0.0.1:7070", "address to listen on (loopback unless --insecure)")
+	f.StringVar(&listen, "listen", "127.0.0.1:7070", "address to listen on (loopback unless mutual TLS or --insecure)")
 	f.StringVar(&file, "file", "", "serve this memory file (one region, zero-padded to whole pages)")
 	f.StringVar(&demo, "demo", "", "serve a built-in demo region of this size (e.g. 256MiB)")
 	f.Uint64Var(&demoSeed, "demo-seed", 1, "seed of the demo region's content")
@@ -131,6 +144,7 @@ It prints "listening on ADDR" once ready and serves until interrupted.
 	f.BoolVar(&insecure, "insecure", false, "allow a non-loopback --listen address without TLS, and a non-loopback --metrics-addr")
 	f.StringVar(&metricsAddr, "metrics-addr", "", metricsAddrUsage)
 	pf.register(f)
+	tf.register(f, "server")
 	f.DurationVar(&urgentSpin, "urgent-spin", 0, "busy-poll an urgent connection this long for the next demand request (0: default 200µs, negative: off)")
 	return cmd
 }
