@@ -23,7 +23,8 @@
 //     x-query-ramblock), only after the destination's first real request (the destination
 //     requests pages only once post-copy runs), never for a page requested or injected before.
 //     After anything unexpected (a request for an unknown block or out of range, a plain
-//     REQ_PAGES with no block named yet) the proxy keeps forwarding and injects no more.
+//     REQ_PAGES with no block named yet) the proxy keeps forwarding and injects no more; with
+//     no block list at all it never injects.
 //   - The end of either direction (EOF or error) ends the pair at once: a clean EOF is passed on
 //     as a half-close (so a SHUT already forwarded is delivered before the FIN), and both sockets
 //     are closed when both directions have ended or after CloseGrace; an error closes both at once.
@@ -32,6 +33,7 @@
 // # Concurrency
 //
 // Serve runs an accept loop and two goroutines per connection pair. The predictors and the
-// request bookkeeping belong to the main connection's return-path goroutine; Stats reads atomic
-// counters and may be called at any time.
+// request bookkeeping belong to the main connection's return-path goroutine; Stats and
+// ForwardLatency (the latency the proxy adds to each request) read atomic counters and may be
+// called at any time.
 package qemu

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -30,7 +31,8 @@ type ProxyConfig struct {
 	// Dest is the destination QEMU's -incoming / migrate-incoming address ("127.0.0.1:4444").
 	Dest string
 	// Blocks are the source's RAM blocks (qmp.Client.RAMBlocks on the source). Only blocks listed
-	// here with a non-zero page size and used length are ever injected into.
+	// here with a non-zero page size and used length are ever injected into; with none listed
+	// the proxy only forwards (injection is disabled from the start, see Stats.DisabledReason).
 	Blocks []qmp.RAMBlock
 	// Predictor is a predictor.Names() name ("none" injects nothing). Default "ppm".
 	Predictor string
@@ -50,8 +52,9 @@ type ProxyConfig struct {
 
 // Stats are the proxy's counters.
 type Stats struct {
-	// Connections is the number of connection pairs accepted and dialled.
-	Connections int64
+	// Connections is the number of connection pairs accepted and dialled; OpenConnections the
+	// pairs still forwarding (0 again once the migration's connections have all ended).
+	Connections, OpenConnections int64
 	// RealRequests counts the destination's own page requests (messages); RealPages the pages
 	// they asked for in blocks of the block list (a request outside it has no known page size).
 	RealRequests, RealPages int64
@@ -78,12 +81,76 @@ type Proxy struct {
 
 	connections, realRequests, realPages, injected, injThenReq atomic.Int64
 	skippedInvalid, skippedRequested, toDest, toSource         atomic.Int64
+	open                                                       atomic.Int64
 	disabled                                                   atomic.Pointer[string]
+	// fwdCounts and fwdSum are the forward-latency histogram (see ForwardLatency), written by
+	// the return-path goroutine, read by ForwardLatency.
+	fwdCounts [ForwardBuckets + 1]atomic.Uint64
+	fwdSum    atomic.Int64 // ns
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
+}
+
+// ForwardBuckets is the number of bounded buckets of the forward-latency histogram: bucket k
+// counts requests forwarded in (2^(k-1), 2^k] µs, bucket 0 those in at most 1 µs, so the upper
+// bounds run 1 µs, 2 µs, 4 µs … 131 ms (2^17 µs); one more bucket counts anything slower. A
+// forward is a read of a frame of at most 516 bytes, a predictor step and one write: a few µs on
+// an idle host, up to ms when QEMU's vCPU threads and the proxy share few cores; beyond 131 ms
+// something is wrong, and the exact figure matters less.
+const ForwardBuckets = 18
+
+// ForwardBucketBound returns the upper bound of bucket k of the forward-latency histogram,
+// 2^k µs, for k < ForwardBuckets.
+func ForwardBucketBound(k int) time.Duration { return time.Microsecond << k }
+
+// ForwardLatency is the latency the proxy adds to the destination's page requests: for each
+// request, the time from the read that delivered its last byte to the end of the write that
+// forwarded it to the source (the predictions injected behind it, computed before that write,
+// included). Time a request waited in the kernel's socket buffer before the proxy read it is
+// not seen.
+type ForwardLatency struct {
+	// Counts[k] counts the requests of bucket k (ForwardBuckets; not cumulative), and
+	// Counts[ForwardBuckets] those slower than the last bound.
+	Counts [ForwardBuckets + 1]uint64
+	// Sum is the total of the latencies counted.
+	Sum time.Duration
+}
+
+// Count returns the number of requests counted.
+func (l ForwardLatency) Count() uint64 {
+	var n uint64
+	for _, c := range l.Counts {
+		n += c
+	}
+	return n
+}
+
+// forwardBucket returns the bucket of latency d.
+func forwardBucket(d time.Duration) int {
+	if d <= time.Microsecond {
+		return 0
+	}
+	us := uint64((d + time.Microsecond - 1) / time.Microsecond) // ceil: d <= us µs
+	return min(bits.Len64(us-1), ForwardBuckets)
+}
+
+func (p *Proxy) observeForward(d time.Duration) {
+	p.fwdCounts[forwardBucket(d)].Add(1)
+	p.fwdSum.Add(int64(d))
+}
+
+// ForwardLatency returns a snapshot of the forward-latency histogram. The buckets are read one
+// by one while requests are forwarded, so a snapshot may be mildly inconsistent (as Stats are).
+func (p *Proxy) ForwardLatency() ForwardLatency {
+	var l ForwardLatency
+	for i := range l.Counts {
+		l.Counts[i] = p.fwdCounts[i].Load()
+	}
+	l.Sum = time.Duration(p.fwdSum.Load())
+	return l
 }
 
 // blockState is the return-path goroutine's view of one RAM block.
@@ -143,6 +210,9 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		words := (pages + 63) / 64
 		p.blocks[b.Name] = &blockState{RAMBlock: b, pages: pages, pred: pred, asked: make([]uint64, words), injected: make([]uint64, words)}
 	}
+	if len(cfg.Blocks) == 0 {
+		p.disable("no RAM block list (ProxyConfig.Blocks): requests cannot be validated, so nothing is injected")
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("qemu proxy: %w", err)
@@ -158,6 +228,7 @@ func (p *Proxy) Addr() net.Addr { return p.ln.Addr() }
 func (p *Proxy) Stats() Stats {
 	s := Stats{
 		Connections:           p.connections.Load(),
+		OpenConnections:       p.open.Load(),
 		RealRequests:          p.realRequests.Load(),
 		RealPages:             p.realPages.Load(),
 		Injected:              p.injected.Load(),
@@ -206,9 +277,10 @@ func (p *Proxy) Serve(ctx context.Context) error {
 			return nil
 		}
 		p.connections.Add(1)
+		p.open.Add(1)
 		p.log.Info("qemu proxy: connection", "n", i, "source", src.RemoteAddr(), "destination", dst.RemoteAddr())
 		p.wg.Add(1)
-		go func() { defer p.wg.Done(); p.pair(src, dst, i == 0) }()
+		go func() { defer p.wg.Done(); defer p.open.Add(-1); p.pair(src, dst, i == 0) }()
 	}
 }
 
@@ -333,7 +405,8 @@ func (c countWriter) Write(b []byte) (int, error) {
 // returnPath forwards the main connection's destination → source direction, message by
 // message, rewriting requests and injecting predictions.
 func (p *Proxy) returnPath(src, dst net.Conn) error {
-	r := returnpath.NewReader(dst)
+	in := &stampReader{r: dst}
+	r := returnpath.NewReader(in)
 	w := countWriter{src, &p.toSource}
 	current := ""  // the block the destination named last
 	var out []byte // frames to write for one message
@@ -348,8 +421,11 @@ func (p *Proxy) returnPath(src, dst net.Conn) error {
 			return fmt.Errorf("return path: %w", err)
 		}
 		out = out[:0]
+		arrived := in.last
+		request := false
 		switch m.Type {
 		case returnpath.ReqPagesID, returnpath.ReqPages:
+			request = true
 			if m.Type == returnpath.ReqPagesID {
 				current = m.Block
 			}
@@ -377,7 +453,25 @@ func (p *Proxy) returnPath(src, dst net.Conn) error {
 		if _, err := w.Write(out); err != nil {
 			return err
 		}
+		if request {
+			p.observeForward(time.Since(arrived))
+		}
 	}
+}
+
+// stampReader records when its last Read returned data: when the bytes a returnpath.Reader
+// parses next arrived, to within the read that delivered them.
+type stampReader struct {
+	r    io.Reader
+	last time.Time
+}
+
+func (s *stampReader) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	if n > 0 {
+		s.last = time.Now()
+	}
+	return n, err
 }
 
 // onRequest books a real request of length bytes at start of block and appends the injected
