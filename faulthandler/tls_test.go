@@ -1,10 +1,18 @@
 package faulthandler_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,16 +124,114 @@ func TestTLSDialRefused(t *testing.T) {
 	}
 }
 
+// envServer makes the test binary a page server process for
+// BenchmarkTransport: PAGES,DIR,NOSPIN (DIR, when not empty, holding
+// server.crt, server.key and ca.crt for mutual TLS; NOSPIN "1" turns the
+// urgent connection's busy-poll off). It prints its address and serves
+// until its stdin closes.
+const envServer = "PAGEWARP_TEST_SERVER"
+
+func init() {
+	if spec := os.Getenv(envServer); spec != "" {
+		os.Exit(runServerProcess(spec))
+	}
+}
+
+func runServerProcess(spec string) int {
+	f := strings.Split(spec+",,", ",")
+	dir := f[1]
+	pages, err := strconv.Atoi(f[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ps := os.Getpagesize()
+	mem := make([]byte, pages*ps)
+	bench.Content{Seed: 5}.Fill(mem, ps)
+	src, err := pageserver.NewRegionSource("bench", mem, ps)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var opts pageserver.Options
+	if f[2] == "1" {
+		opts.UrgentSpin = -1
+	}
+	if dir != "" {
+		cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(caPEM)
+		opts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	}
+	srv := pageserver.New(src, opts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(ln.Addr())
+	go srv.Serve(ln)
+	io.Copy(io.Discard, os.Stdin)
+	srv.Close()
+	return 0
+}
+
+// startServerProcess starts a page server process of pages pages of
+// bench.Content{Seed: 5}, with mutual TLS when tlsDir is set, and returns
+// its address; it ends at cleanup.
+func startServerProcess(b *testing.B, pages int, tlsDir string, noSpin bool) string {
+	b.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run", "^$")
+	spin := "0"
+	if noSpin {
+		spin = "1"
+	}
+	cmd.Env = append(os.Environ(), envServer+"="+strconv.Itoa(pages)+","+tlsDir+","+spin)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		b.Fatalf("server process: %v", err)
+	}
+	return strings.TrimSpace(line)
+}
+
 // BenchmarkTransport compares plain TCP and mutual TLS on loopback, side by
 // side: pull throughput (a 64 MiB region pulled with the default three bulk
 // streams, nothing touched) and fault latency (one thread touching every
 // page of a region without pull, each touch a demand fault served by the
-// source).
+// source). The page server runs in another process, as a source would: in
+// this process its busy-polling would compete with the target for the same
+// Ps. fault/*-nospin turn the server's urgent busy-poll off: on a 2-CPU
+// host a spinning server delays the wake-up of a target thread that lands
+// on its CPU, which the TLS path (the urgent reply read by a goroutine, not
+// by a spinning fault loop) suffers from.
 func BenchmarkTransport(b *testing.B) {
 	uffdtest.SkipIfUnavailable(b)
-	// The touching goroutine keeps its P while blocked in a fault, and the
-	// page server runs in this process: give both ends room, as a target
-	// process and a source process would have.
 	defer runtime.GOMAXPROCS(faulthandler.ReserveProcs(1))
 	ps := os.Getpagesize()
 	for _, secure := range []bool{false, true} {
@@ -136,23 +242,18 @@ func BenchmarkTransport(b *testing.B) {
 		var (
 			addr   string
 			client *tls.Config
-			mem    []byte
+			noSpin bool
 		)
 		setup := func(b *testing.B, pages int) {
-			mem = make([]byte, pages*ps)
-			bench.Content{Seed: 5, ZeroFraction: 0}.Fill(mem, ps)
-			// The server runs in this process on the same two CPUs: its
-			// urgent connection's busy-poll (UrgentSpin) would take the CPU
-			// the target's receive loop needs (with TLS the reply is read
-			// by a goroutine, not the fault loop). A remote source does
-			// not compete so; both transports run without it.
-			opts := pageserver.Options{UrgentSpin: -1}
+			dir := ""
 			if secure {
+				dir = b.TempDir()
 				ca := tlstest.NewCA(b, "bench CA")
-				opts.TLS = tlstest.ServerConfig(ca, ca.Issue(b, tlstest.Loopback()))
+				ca.WriteCA(b, dir, "ca")
+				tlstest.WriteFiles(b, dir, "server", ca.Issue(b, tlstest.Loopback()))
 				client = tlstest.ClientConfig(ca, ca.Issue(b, tlstest.ClientLeaf("bench")))
 			}
-			_, addr = loadServer(b, [][]byte{mem}, opts)
+			addr = startServerProcess(b, pages, dir, noSpin)
 		}
 		dial := func(b *testing.B, noPull bool) *faulthandler.Handler {
 			h, err := faulthandler.Dial(context.Background(), "tcp", addr, faulthandler.Options{NoPull: noPull, TLS: client})
@@ -164,7 +265,7 @@ func BenchmarkTransport(b *testing.B) {
 		b.Run("pull/"+name, func(b *testing.B) {
 			const pages = 64 << 20 / 4096
 			setup(b, pages)
-			b.SetBytes(int64(len(mem)))
+			b.SetBytes(int64(pages * ps))
 			b.ReportAllocs()
 			for b.Loop() {
 				b.StopTimer()
@@ -180,37 +281,44 @@ func BenchmarkTransport(b *testing.B) {
 				b.StartTimer()
 			}
 		})
-		b.Run("fault/"+name, func(b *testing.B) {
-			const pages = 4096
-			setup(b, pages)
-			var lat []time.Duration
-			var h *faulthandler.Handler
-			next := pages
-			for b.Loop() {
-				if next == pages {
-					b.StopTimer()
-					if h != nil {
-						h.Close() // every page was touched: complete
-						h.Release()
+		for _, noSpin = range []bool{false, true} {
+			sub := "fault/" + name
+			if noSpin {
+				sub += "-nospin"
+			}
+			b.Run(sub, func(b *testing.B) {
+				const pages = 4096
+				setup(b, pages)
+				var lat []time.Duration
+				var h *faulthandler.Handler
+				next := pages
+				for b.Loop() {
+					if next == pages {
+						b.StopTimer()
+						if h != nil {
+							h.Close() // every page was touched: complete
+							h.Release()
+						}
+						h, next = dial(b, true), 0
+						h.Start()
+						b.StartTimer()
 					}
-					h, next = dial(b, true), 0
-					h.Start()
-					b.StartTimer()
+					t0 := time.Now()
+					loadWord(h.Memory(), next*ps)
+					lat = append(lat, time.Since(t0))
+					next++
 				}
-				t0 := time.Now()
-				loadWord(h.Memory(), next*ps)
-				lat = append(lat, time.Since(t0))
-				next++
-			}
-			b.StopTimer()
-			if h != nil {
-				// Let the untouched pages arrive so that Close finds no
-				// thread blocked (none is: this goroutine touched them all).
-				h.Close()
-				h.Release()
-			}
-			b.ReportMetric(float64(quantile(lat, 0.5).Nanoseconds())/1e3, "p50-µs")
-			b.ReportMetric(float64(quantile(lat, 0.99).Nanoseconds())/1e3, "p99-µs")
-		})
+				b.StopTimer()
+				if h != nil {
+					// No thread is blocked on the pages left: this goroutine
+					// touched every page it faulted on.
+					h.Close()
+					h.Release()
+				}
+				b.ReportMetric(float64(quantile(lat, 0.5).Nanoseconds())/1e3, "p50-µs")
+				b.ReportMetric(float64(quantile(lat, 0.99).Nanoseconds())/1e3, "p99-µs")
+			})
+		}
+		noSpin = false
 	}
 }
