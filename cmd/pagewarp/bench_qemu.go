@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pagewarp/pagewarp/bench"
-	"github.com/pagewarp/pagewarp/qemu"
 	"github.com/pagewarp/pagewarp/qemu/guest"
 )
 
@@ -86,7 +85,7 @@ paused or failed. Needs qemu-system-x86_64 (make deps-qemu).`,
 	f := cmd.Flags()
 	f.StringSliceVar(&patterns, "patterns", nil, "guest patterns (default: all of sequential, strided, hotset, chase)")
 	f.StringSliceVar(&modes, "modes", nil, "modes (default: all of "+strings.Join(bench.QEMUModes, ", ")+")")
-	f.IntVar(&budget, "budget", qemu.DefaultBudget, "pages the proxy injects after each real request, for every predictor")
+	f.IntVar(&budget, "budget", bench.QEMUDefaultBudget, "pages the proxy injects after each real request, for every predictor")
 	f.IntVar(&repeat, "repeat", 1, "migrations per cell; the table shows medians, the JSON every run too")
 	f.IntVar(&reliable, "reliability", 0, "also run this many proxied migrations and count those that pause or fail")
 	f.StringVar(&memory, "memory", "160MiB", "guest RAM")
