@@ -5,8 +5,9 @@
 // once post-copy runs, asks the source for the predicted pages too.
 //
 // Subpackages: returnpath (the return-path wire format), qmp (the QMP client), guest (the test
-// guest), qemutest (real-QEMU launching for tests and benchmarks). ../shared/QEMU.md lists the
-// protocol facts the proxy relies on, verified against QEMU 7.2.
+// guest), launch (starting real QEMU pairs and migrating between them, for benchmarks and
+// tests), qemutest (launch with test skips and cleanups). ../shared/QEMU.md lists the protocol
+// facts the proxy relies on, verified against QEMU 7.2.
 //
 // # Invariants (the proxy must never be why a migration pauses or fails)
 //
