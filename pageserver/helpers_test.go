@@ -292,8 +292,9 @@ func digestOf(mem []byte, pageSize int) [16]byte {
 
 // frame builds a raw frame with a correct length prefix.
 func frame(typ byte, body ...byte) []byte {
-	n := 1 + len(body)
-	return append([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n), typ}, body...)
+	f := wire.AppendChecksum(append([]byte{typ}, body...))
+	n := len(f)
+	return append([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, f...)
 }
 
 // describe prints a message without its page data.

@@ -2,8 +2,10 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"sync"
@@ -22,6 +24,9 @@ type decoder struct {
 	br   bytes.Reader
 	d    *msgpack.Decoder
 	what string // message name for error context
+	// skipChecksum decodes frames whose trailer is not checked (the fuzzers, so that mutations
+	// reach the body decoders instead of stopping at the checksum).
+	skipChecksum bool
 }
 
 func newDecoder() *decoder {
@@ -33,13 +38,13 @@ func newDecoder() *decoder {
 
 var decoderPool = sync.Pool{New: func() any { return newDecoder() }}
 
-// Decode decodes a frame body: the type byte followed by the msgpack array (a frame without its
-// length prefix). Byte slices in the result (Pages.Hashes, Pages.Data, Known.Hashes, Refs.Entries,
+// Decode decodes a frame without its length prefix: the type byte, the msgpack array and the
+// checksum trailer (CRC-32C of the type byte and the array, Pages.Data excepted). Byte slices in the result (Pages.Hashes, Pages.Data, Known.Hashes, Refs.Entries,
 // RoundAck.Rejected) alias frame.
 //
 // Every failure is a *Error carrying the code to send back (CodeMalformed, CodeUnknownType,
-// CodeFrameTooLarge, or CodeOutOfRange for a Request count); its ReqID is set when the failing
-// message's req_id was decoded. Pages.Data is checked to be a whole number of pages of some valid page
+// CodeFrameTooLarge, or CodeOutOfRange for a Request count; a checksum mismatch is CodeMalformed);
+// its ReqID is set when the failing message's req_id was decoded. Pages.Data is checked to be a whole number of pages of some valid page
 // size; Reader.SetPageSize makes the check exact.
 func Decode(frame []byte) (Message, error) {
 	dec := decoderPool.Get().(*decoder)
@@ -57,6 +62,42 @@ func (dec *decoder) decode(frame []byte, pageSize int) (Message, error) {
 	if len(frame) > MaxFrameSize {
 		return nil, &Error{Code: CodeFrameTooLarge, Message: fmt.Sprintf("frame of %d bytes exceeds %d", len(frame), MaxFrameSize)}
 	}
+	if t := Type(frame[0]); t == 0 || t > TypeHandover {
+		return nil, &Error{Code: CodeUnknownType, Message: fmt.Sprintf("unknown frame type %d", uint8(t))}
+	}
+	if len(frame) < 1+TrailerLen {
+		return nil, malformed("frame of %d bytes is shorter than a type byte and its checksum", len(frame))
+	}
+	sum := binary.BigEndian.Uint32(frame[len(frame)-TrailerLen:])
+	frame = frame[:len(frame)-TrailerLen]
+	m, err := dec.decodeBody(frame)
+	if err != nil {
+		return nil, err
+	}
+	if got := crc32.Checksum(checksummed(frame, m), castagnoli); got != sum && !dec.skipChecksum {
+		return nil, dec.errf(0, "frame checksum %08x, the frame sums to %08x: corrupted in transit", sum, got)
+	}
+	if err := m.check(pageSize); err != nil {
+		if werr, ok := err.(*Error); ok && werr.ReqID == 0 {
+			werr.ReqID = reqIDOf(m)
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+// checksummed returns the part of frame (type byte and body, no trailer) that the checksum covers:
+// all of it but a Pages frame's data, which ends the frame.
+func checksummed(frame []byte, m Message) []byte {
+	if p, ok := m.(*Pages); ok {
+		return frame[:len(frame)-len(p.Data)]
+	}
+	return frame
+}
+
+// decodeBody decodes a frame's type byte and msgpack array (no trailer) without checking the
+// message's field values.
+func (dec *decoder) decodeBody(frame []byte) (Message, error) {
 	t := Type(frame[0])
 	dec.body = frame[1:]
 	dec.br.Reset(dec.body)
@@ -106,12 +147,6 @@ func (dec *decoder) decode(frame []byte, pageSize int) (Message, error) {
 	}
 	if dec.br.Len() != 0 {
 		return nil, dec.errf(reqIDOf(m), "%d bytes after the array", dec.br.Len())
-	}
-	if err := m.check(pageSize); err != nil {
-		if werr, ok := err.(*Error); ok && werr.ReqID == 0 {
-			werr.ReqID = reqIDOf(m)
-		}
-		return nil, err
 	}
 	return m, nil
 }
@@ -736,4 +771,21 @@ func (dec *decoder) be(n int) (uint64, error) {
 		v = v<<8 | uint64(c)
 	}
 	return v, nil
+}
+
+// AppendChecksum returns frame (a type byte and a body built by hand, without length prefix or
+// trailer) followed by its checksum trailer, as an encoder would write it: for tools and tests that
+// build frames byte by byte, invalid ones included. A body that does not decode is summed whole.
+func AppendChecksum(frame []byte) []byte {
+	covered := frame
+	if len(frame) > 0 {
+		dec := decoderPool.Get().(*decoder)
+		if m, err := dec.decodeBody(frame); err == nil {
+			covered = checksummed(frame, m)
+		}
+		dec.body = nil
+		dec.br.Reset(nil)
+		decoderPool.Put(dec)
+	}
+	return binary.BigEndian.AppendUint32(append([]byte(nil), frame...), crc32.Checksum(covered, castagnoli))
 }

@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -18,6 +19,9 @@ func (a *appendBuf) WriteByte(c byte) error      { a.b = append(a.b, c); return 
 type encoder struct {
 	out appendBuf
 	e   *msgpack.Encoder
+	// trailer is the checksum of the last frame: frame appends it after the
+	// frame, except with headerOnly, where the caller writes it after the data.
+	trailer [TrailerLen]byte
 }
 
 func newEncoder() *encoder {
@@ -45,7 +49,8 @@ func AppendFrame(dst []byte, m Message) ([]byte, error) {
 }
 
 // frame appends m's frame to enc.out.b. With headerOnly (Pages only), it stops after the data's bin
-// header and returns the data still to be written; the length prefix already counts it.
+// header and returns the data still to be written, which the caller follows with enc.trailer; the
+// length prefix already counts both.
 func (enc *encoder) frame(m Message, headerOnly bool) ([]byte, error) {
 	if m == nil {
 		return nil, fmt.Errorf("wire: encode nil message")
@@ -57,6 +62,8 @@ func (enc *encoder) frame(m Message, headerOnly bool) ([]byte, error) {
 	enc.out.b = append(enc.out.b, 0, 0, 0, 0, byte(m.Type()))
 	var tail []byte
 	enc.body(m)
+	// The checksum covers the type and the body, but not Pages.Data (each page has its own hash).
+	binary.BigEndian.PutUint32(enc.trailer[:], crc32.Checksum(enc.out.b[start+4:], castagnoli))
 	if p, ok := m.(*Pages); ok {
 		if headerOnly {
 			tail = p.Data
@@ -64,7 +71,13 @@ func (enc *encoder) frame(m Message, headerOnly bool) ([]byte, error) {
 			enc.out.b = append(enc.out.b, p.Data...)
 		}
 	}
+	if !headerOnly {
+		enc.out.b = append(enc.out.b, enc.trailer[:]...)
+	}
 	n := len(enc.out.b) - start - 4 + len(tail)
+	if headerOnly {
+		n += TrailerLen
+	}
 	if n > MaxFrameSize {
 		enc.out.b = enc.out.b[:start]
 		return nil, &Error{Code: CodeFrameTooLarge, Message: fmt.Sprintf("%s frame of %d bytes exceeds %d", m.Type(), n, MaxFrameSize)}

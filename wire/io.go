@@ -119,7 +119,7 @@ type Writer struct {
 	w   io.Writer
 	enc *encoder // enc.out.b is the buffer
 	vec net.Buffers
-	arr [2][]byte
+	arr [3][]byte
 	n   uint64
 	err error
 }
@@ -151,7 +151,8 @@ func (w *Writer) WriteMessage(m Message) error {
 }
 
 // WritePages encodes p. Data up to 16 KiB is copied into the buffer; larger data is not copied: the
-// buffered frames and the header of p go out with p.Data in one vectored write. p.Data is not retained
+// buffered frames and the header of p go out with p.Data and the frame's checksum in one vectored
+// write. p.Data is not retained
 // after WritePages returns.
 func (w *Writer) WritePages(p *Pages) error {
 	if w.err != nil {
@@ -161,18 +162,19 @@ func (w *Writer) WritePages(p *Pages) error {
 	if err != nil {
 		return err
 	}
-	if len(data) <= copyThreshold && len(w.enc.out.b)+len(data) <= cap(w.enc.out.b) {
+	if len(data) <= copyThreshold && len(w.enc.out.b)+len(data)+TrailerLen <= cap(w.enc.out.b) {
 		w.enc.out.b = append(w.enc.out.b, data...)
+		w.enc.out.b = append(w.enc.out.b, w.enc.trailer[:]...)
 		if len(w.enc.out.b) >= writeBufferSize {
 			return w.Flush()
 		}
 		return nil
 	}
-	w.arr = [2][]byte{w.enc.out.b, data}
+	w.arr = [3][]byte{w.enc.out.b, data, w.enc.trailer[:]}
 	w.vec = w.arr[:]
-	total := len(w.enc.out.b) + len(data)
+	total := len(w.enc.out.b) + len(data) + TrailerLen
 	n, err := w.vec.WriteTo(w.w)
-	w.arr = [2][]byte{}
+	w.arr = [3][]byte{}
 	w.n += uint64(n)
 	w.enc.out.b = w.enc.out.b[:0]
 	if err == nil && n != int64(total) {

@@ -205,8 +205,12 @@ func TestPrecopyEncoding(t *testing.T) {
 		{&RoundAck{Round: 1, Rejected: AppendReject(nil, 0x01020304, 0x05), Last: false},
 			[]byte{14, 0x93, 1, 0xc4, 12, 4, 3, 2, 1, 5, 0, 0, 0, 0, 0, 0, 0, 0xc2}},
 	} {
-		if got := frameOf(t, tc.m)[4:]; !bytes.Equal(got, tc.want) {
-			t.Errorf("%s:\n got % x\nwant % x", tc.m.Type(), got, tc.want)
+		want := tc.want
+		if len(want) > 0 && want[0] != byte(TypeHello) { // hello's want comes sealed from mp
+			want = seal(want)
+		}
+		if got := frameOf(t, tc.m)[4:]; !bytes.Equal(got, want) {
+			t.Errorf("%s:\n got % x\nwant % x", tc.m.Type(), got, want)
 		}
 	}
 }

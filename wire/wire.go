@@ -3,17 +3,26 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"math"
 )
 
 // Version is the protocol version this package speaks. It is the only version: a server and a target
-// both offer exactly [Version, Version] and refuse anything else: a version 2 peer gets
+// both offer exactly [Version, Version] and refuse anything else: a version 3 peer gets
 // CodeUnsupportedVersion.
-const Version = 3
+const Version = 4
+
+// TrailerLen is the length of a frame's checksum trailer: the CRC-32C (Castagnoli), big-endian, of the
+// type byte and the body, Pages.Data excepted (every page carries its own xxh3-64). It catches a
+// corrupted header field (a page number, a region) that no page hash covers.
+const TrailerLen = 4
+
+// castagnoli is CRC-32C's table (hardware-accelerated where the CPU has it).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Frame and message limits from docs/protocol.md.
 const (
-	// MaxFrameSize is the largest value of a frame's length field (type byte plus body).
+	// MaxFrameSize is the largest value of a frame's length field (type byte, body and checksum).
 	MaxFrameSize = 4<<20 + 64<<10
 	// MaxPagesPerRequest bounds Request.Count, Pages.Count, the pages listed in a Push, each of the
 	// two lists of a Feedback, the hashes of a Known and the entries of a Refs.

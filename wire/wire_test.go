@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/zeebo/xxh3"
 )
 
 func testPages(count, pageSize int, flags uint8) *Pages {
@@ -243,16 +244,20 @@ func body(t Type) *mp {
 	return m
 }
 
-func (m *mp) arr(n int) *mp        { m.e.EncodeArrayLen(n); return m }
-func (m *mp) u(v uint64) *mp       { m.e.EncodeUint(v); return m }
-func (m *mp) i64(v int64) *mp      { m.e.EncodeInt64(v); return m }
-func (m *mp) i8(v int8) *mp        { m.e.EncodeInt8(v); return m }
-func (m *mp) str(s string) *mp     { m.e.EncodeString(s); return m }
-func (m *mp) bin(b []byte) *mp     { m.e.EncodeBytesLen(len(b)); m.out.b = append(m.out.b, b...); return m }
-func (m *mp) raw(b ...byte) *mp    { m.out.b = append(m.out.b, b...); return m }
-func (m *mp) f64(v float64) *mp    { m.e.EncodeFloat64(v); return m }
-func (m *mp) bytes() []byte        { return m.out.b }
-func (m *mp) cut(n int) []byte     { return m.out.b[:len(m.out.b)-n] }
+func (m *mp) arr(n int) *mp     { m.e.EncodeArrayLen(n); return m }
+func (m *mp) u(v uint64) *mp    { m.e.EncodeUint(v); return m }
+func (m *mp) i64(v int64) *mp   { m.e.EncodeInt64(v); return m }
+func (m *mp) i8(v int8) *mp     { m.e.EncodeInt8(v); return m }
+func (m *mp) str(s string) *mp  { m.e.EncodeString(s); return m }
+func (m *mp) bin(b []byte) *mp  { m.e.EncodeBytesLen(len(b)); m.out.b = append(m.out.b, b...); return m }
+func (m *mp) raw(b ...byte) *mp { m.out.b = append(m.out.b, b...); return m }
+func (m *mp) f64(v float64) *mp { m.e.EncodeFloat64(v); return m }
+func (m *mp) bytes() []byte     { return seal(m.out.b) }
+func (m *mp) cut(n int) []byte  { return seal(m.out.b[:len(m.out.b)-n]) }
+
+// seal appends the checksum trailer to a hand-built frame (type byte and body).
+func seal(f []byte) []byte { return AppendChecksum(f) }
+
 func (m *mp) nilv() *mp            { m.e.EncodeNil(); return m }
 func hello() *mp                   { return body(TypeHello).arr(6).u(1).u(1).u(0).u(0).bin(make([]byte, 16)) }
 func request(count uint64) *mp     { return body(TypeRequest).arr(5).u(4).u(0).u(0).u(count) }
@@ -456,10 +461,10 @@ func TestErrorCodeNames(t *testing.T) {
 	}
 }
 
-// TestVersion3 pins the numbers docs/protocol.md gives version 3.
-func TestVersion3(t *testing.T) {
-	if Version != 3 {
-		t.Errorf("Version = %d, want 3", Version)
+// TestVersion pins the numbers docs/protocol.md gives version 4.
+func TestVersion(t *testing.T) {
+	if Version != 4 {
+		t.Errorf("Version = %d, want 4", Version)
 	}
 	if FeatureZeroPages != 1 || FeaturePageHashes != 2 || FeaturePush != 4 || FeaturePrecopy != 8 {
 		t.Errorf("feature bits %d %d %d %d", FeatureZeroPages, FeaturePageHashes, FeaturePush, FeaturePrecopy)
@@ -787,5 +792,45 @@ func TestSwitchMessages(t *testing.T) {
 	v := m.(*Invalidate)
 	if v.Region != 3 || v.Len() != 2 || v.Page(0) != 5 || v.Page(1) != 9 {
 		t.Fatalf("decoded %+v", v)
+	}
+}
+
+// TestChecksumCatchesCorruption flips every bit of every frame of the samples, one at a time: each
+// flip outside Pages data fails to decode (CRC-32C catches every single-bit error), so a corrupted
+// page number or region can never install a page in the wrong place; a flip inside Pages data
+// decodes, and the page's own hash no longer matches.
+func TestChecksumCatchesCorruption(t *testing.T) {
+	for _, m := range fuzzSeeds() {
+		f := frameOf(t, m)[4:]
+		if len(f) > 8<<10 {
+			continue // a large Invalidate or Handover: the same code, 8 flips per byte would take minutes
+		}
+		dataStart, dataEnd := len(f), len(f)
+		if p, ok := m.(*Pages); ok && len(p.Data) > 0 {
+			dataEnd = len(f) - TrailerLen
+			dataStart = dataEnd - len(p.Data)
+		}
+		for i := range f {
+			for bit := range 8 {
+				g := append([]byte(nil), f...)
+				g[i] ^= 1 << bit
+				got, err := Decode(g)
+				if i >= dataStart && i < dataEnd {
+					p, ok := got.(*Pages)
+					if err != nil || !ok {
+						t.Fatalf("%s: flip in data at %d: %v", m.Type(), i, err)
+					}
+					k := (i - dataStart) / (len(p.Data) / int(p.Count))
+					pg := p.Data[k*len(p.Data)/int(p.Count) : (k+1)*len(p.Data)/int(p.Count)]
+					if xxh3.Hash(pg) == p.Hash(k) {
+						t.Fatalf("%s: flip in data at %d keeps the page's hash", m.Type(), i)
+					}
+					continue
+				}
+				if err == nil {
+					t.Fatalf("%s: bit %d of byte %d flipped and the frame still decodes: %+v", m.Type(), bit, i, got)
+				}
+			}
+		}
 	}
 }
