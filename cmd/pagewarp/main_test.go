@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pagewarp/pagewarp/bench"
+	"github.com/pagewarp/pagewarp/internal/ptytest"
 	"github.com/pagewarp/pagewarp/internal/uffdtest"
 )
 
@@ -640,5 +641,34 @@ func TestBenchHybrid(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Errorf("report folder lacks %s (%v)", f, err)
 		}
+	}
+}
+
+// TestReceiveProgress: receive draws its progress line (pages, bytes, rate,
+// ETA) when stdout is a terminal and clears it before the summary; with
+// stdout a pipe or a file nothing of it appears.
+func TestReceiveProgress(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr := startServe(t, ctx, "--demo", "16MiB")
+	master, slave := ptytest.Open(t)
+	if err := run(ctx, slave, io.Discard, []string{"receive", "--connect", addr, "--verify"}); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	out := ptytest.ReadAll(t, master)
+	if !strings.Contains(out, "\rreceive ") || !strings.Contains(out, "/4096 pages (") || !strings.Contains(out, "ETA") {
+		t.Errorf("no progress line on the terminal: %q", out)
+	}
+	if !strings.Contains(out, "verified") {
+		t.Errorf("no summary after the progress line: %q", out)
+	}
+	var buf bytes.Buffer
+	if err := run(ctx, &buf, io.Discard, []string{"receive", "--connect", addr}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "ETA") || strings.Contains(buf.String(), "\r") {
+		t.Errorf("progress drawn on a non-terminal: %q", buf.String())
 	}
 }

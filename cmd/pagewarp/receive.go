@@ -17,6 +17,7 @@ import (
 
 	"github.com/pagewarp/pagewarp/bench"
 	"github.com/pagewarp/pagewarp/faulthandler"
+	"github.com/pagewarp/pagewarp/internal/progress"
 	"github.com/pagewarp/pagewarp/metrics"
 	"github.com/pagewarp/pagewarp/predictor"
 )
@@ -214,7 +215,35 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 			go func() { touched <- w.Run(h.Memory(), h.PageSize()) }()
 		}
 	}
-	if err := h.Wait(ctx); err != nil {
+	// On a terminal (and not --json), a line of pages resident, bytes
+	// received, rate and ETA while the region arrives.
+	var line *progress.Line
+	if !o.asJSON {
+		line = progress.New(g.stdout, "receive", "pages")
+	}
+	stopLine := make(chan struct{})
+	lineDone := make(chan struct{})
+	go func() {
+		defer close(lineDone)
+		if line == nil {
+			return
+		}
+		defer line.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			line.Update(h.Resident(), h.Pages(), int64(h.Stats().BytesReceived))
+			select {
+			case <-stopLine:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	err = h.Wait(ctx)
+	close(stopLine)
+	<-lineDone
+	if err != nil {
 		failed = o.touchThreads > 0
 		return nil, fmt.Errorf("migration failed with %d of %d pages resident: %w", h.Resident(), h.Pages(), err)
 	}

@@ -62,7 +62,9 @@ and a background pull brings the rest.
 }
 
 // checkListenAddr enforces the rule that memory contents are served on
-// loopback unless the operator says otherwise.
+// loopback unless the operator says otherwise, for listeners that carry
+// memory in clear and cannot do TLS (qemu proxy: it must parse QEMU's
+// stream). Page traffic with TLS flags uses checkPageAddr.
 func checkListenAddr(addr string, insecure bool) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -78,8 +80,8 @@ func checkListenAddr(addr string, insecure bool) error {
 	if insecure {
 		return nil
 	}
-	return fmt.Errorf("--listen %s is not a loopback address: page contents are secrets and would cross the network "+
-		"in clear (mutual TLS is not implemented yet); pass --insecure to serve anyway on a network you trust", addr)
+	return fmt.Errorf("--listen %s is not a loopback address: memory contents are secrets and would cross the network "+
+		"in clear (this listener cannot use TLS); pass --insecure to listen anyway on a network you trust", addr)
 }
 
 func exeArgv(args ...string) ([]string, error) {

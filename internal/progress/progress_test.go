@@ -3,37 +3,14 @@ package progress
 import (
 	"bytes"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/pagewarp/pagewarp/internal/ptytest"
 )
 
-// openPTY returns the master and the slave of a new pseudo-terminal.
-func openPTY(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here (/dev/ptmx: %v)", err)
-	}
-	master = os.NewFile(uintptr(fd), "/dev/ptmx")
-	t.Cleanup(func() { master.Close() })
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatalf("unlockpt: %v", err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatalf("ptsname: %v", err)
-	}
-	slave, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { slave.Close() })
-	return master, slave
-}
+func openPTY(t *testing.T) (master, slave *os.File) { return ptytest.Open(t) }
 
 func TestQuietWhenNotATerminal(t *testing.T) {
 	var buf bytes.Buffer
@@ -86,21 +63,7 @@ func TestDrawsOnATerminal(t *testing.T) {
 	}
 }
 
-// readAll reads what the slave wrote until the master reports its close.
-func readAll(t *testing.T, master *os.File) string {
-	t.Helper()
-	var out []byte
-	buf := make([]byte, 4096)
-	master.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		n, err := master.Read(buf)
-		out = append(out, buf[:n]...)
-		if err != nil {
-			break
-		}
-	}
-	return strings.ReplaceAll(string(out), "\r\n", "\n")
-}
+func readAll(t *testing.T, master *os.File) string { return ptytest.ReadAll(t, master) }
 
 // TestWriter: a log line written through Writer clears the progress line
 // first and the progress line is drawn again after it.
