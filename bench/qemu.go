@@ -108,9 +108,13 @@ type QEMURun struct {
 	PrecopyBytes     uint64 `json:"precopy_bytes"`
 	PostcopyBytes    uint64 `json:"postcopy_bytes"`
 	TransferredBytes uint64 `json:"transferred_bytes"`
-	// Guest passes completed: on the source just before migrate, on the destination as soon as
-	// it completed, and after Settle (when memory is verified).
+	// Guest passes completed: on the source just before migrate; on the source once it
+	// completed (its guest stopped at the switch, so this is where the destination resumed);
+	// on the destination as soon as it completed, and after Settle (when memory is verified).
+	// PassesAtCompletion - PassesAtSwitch is how far the guest got during post-copy: a measure
+	// of its blocked time independent of QEMU's postcopy-blocktime.
 	PassesBefore       uint32 `json:"passes_before"`
+	PassesAtSwitch     uint32 `json:"passes_at_switch"`
 	PassesAtCompletion uint32 `json:"passes_at_completion"`
 	PassesAfter        uint32 `json:"passes_after"`
 	// MemoryVerified: the destination's guest memory satisfies the pattern's invariant and the
@@ -136,8 +140,10 @@ type QEMUResult struct {
 	PostcopyBytes         float64 `json:"postcopy_bytes"`
 	TransferredBytes      float64 `json:"transferred_bytes"`
 	// PassesDuring is the median of the guest passes completed during the migration
-	// (PassesAtCompletion - PassesBefore).
-	PassesDuring float64 `json:"passes_during_migration"`
+	// (PassesAtCompletion - PassesBefore), PassesPostcopy of those completed on the destination
+	// during post-copy (PassesAtCompletion - PassesAtSwitch).
+	PassesDuring   float64 `json:"passes_during_migration"`
+	PassesPostcopy float64 `json:"passes_during_postcopy"`
 	// MemoryVerified: every run's memory was verified.
 	MemoryVerified bool      `json:"memory_verified"`
 	Runs           []QEMURun `json:"runs"`
@@ -423,6 +429,9 @@ func qemuMigrate(ctx context.Context, cfg QEMUConfig, p guest.Pattern, mode stri
 	if run.PassesAtCompletion, err = dst.Passes(ctx, p); err != nil {
 		return err
 	}
+	if run.PassesAtSwitch, err = src.Passes(ctx, p); err != nil {
+		return fmt.Errorf("source after the migration: %w", err)
+	}
 	if err := qemuSleep(ctx, cfg.Settle); err != nil {
 		return err
 	}
@@ -497,6 +506,7 @@ func (c *QEMUResult) summarise() {
 	c.PostcopyBytes = med(func(r QEMURun) float64 { return float64(r.PostcopyBytes) })
 	c.TransferredBytes = med(func(r QEMURun) float64 { return float64(r.TransferredBytes) })
 	c.PassesDuring = med(func(r QEMURun) float64 { return float64(r.PassesAtCompletion) - float64(r.PassesBefore) })
+	c.PassesPostcopy = med(func(r QEMURun) float64 { return float64(r.PassesAtCompletion) - float64(r.PassesAtSwitch) })
 }
 
 // qemuMedian is the median of vs (0 for none; the mean of the middle two for an even count).

@@ -19,7 +19,8 @@ func (rep *QEMUReport) Table() *report.Table {
 			{Name: "pattern"}, {Name: "mode"}, {Name: "demand\nrequests", Format: "%.0f"}, {Name: "injected", Format: "%.0f"},
 			{Name: "injected\nthen asked", Format: "%.0f"}, {Name: "source\nrequests", Format: "%.0f"},
 			{Name: "blocktime\nms", Format: "%.0f"}, {Name: "post-copy\ns", Format: "%.2f"}, {Name: "total\ns", Format: "%.2f"},
-			{Name: "post-copy\nMiB", Format: "%.1f"}, {Name: "guest passes\nduring", Format: "%.0f"},
+			{Name: "post-copy\nMiB", Format: "%.1f"}, {Name: "guest passes\nmigration", Format: "%.0f"},
+			{Name: "guest passes\npost-copy", Format: "%.0f"},
 			{Name: "runs ok"}, {Name: "memory"}, {Name: "status"},
 		},
 	}
@@ -29,7 +30,7 @@ func (rep *QEMUReport) Table() *report.Table {
 			mem = "NOT verified"
 		}
 		t.AddRow(r.Pattern, r.Mode, r.DemandRequests, r.Injected, r.InjectedThenRequested, r.SourceRequests,
-			r.BlocktimeMS, r.PostcopySeconds, r.TotalSeconds, r.PostcopyBytes/(1<<20), r.PassesDuring,
+			r.BlocktimeMS, r.PostcopySeconds, r.TotalSeconds, r.PostcopyBytes/(1<<20), r.PassesDuring, r.PassesPostcopy,
 			fmt.Sprintf("%d/%d", r.Completed, len(r.Runs)), mem, r.Status)
 	}
 	t.Notes = append(t.Notes, "demand requests: the destination's own (counted at the proxy; plain: the source's ram.postcopy-requests); source requests: demand + injected")
@@ -78,7 +79,7 @@ func (rep *QEMUReport) RunsTable() *report.Table {
 		Columns: []report.Column{
 			{Name: "pattern"}, {Name: "mode"}, {Name: "run"}, {Name: "preempt"}, {Name: "demand"}, {Name: "injected"},
 			{Name: "source\nrequests"}, {Name: "blocktime\nms", Format: "%.0f"}, {Name: "post-copy\ns", Format: "%.2f"},
-			{Name: "passes\nbefore"}, {Name: "at\ncompletion"}, {Name: "after"}, {Name: "memory"}, {Name: "status"},
+			{Name: "passes\nbefore"}, {Name: "at\nswitch"}, {Name: "at\ncompletion"}, {Name: "after"}, {Name: "memory"}, {Name: "status"},
 		},
 	}
 	add := func(prefix string, r QEMURun) {
@@ -91,7 +92,7 @@ func (rep *QEMUReport) RunsTable() *report.Table {
 			status += " (injection disabled: " + r.InjectionDisabled + ")"
 		}
 		t.AddRow(r.Pattern, r.Mode, prefix+fmt.Sprint(r.Run), r.Preempt, r.DemandRequests, r.Injected, r.SourceRequests,
-			r.BlocktimeMS, r.PostcopySeconds, r.PassesBefore, r.PassesAtCompletion, r.PassesAfter, mem, status)
+			r.BlocktimeMS, r.PostcopySeconds, r.PassesBefore, r.PassesAtSwitch, r.PassesAtCompletion, r.PassesAfter, mem, status)
 	}
 	for _, c := range rep.Results {
 		for _, r := range c.Runs {
