@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"runtime/debug"
 	"strconv"
@@ -548,13 +549,24 @@ func runTarget(ctx context.Context, spec MigrateSpec, rep *TargetReport) error {
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var hs []*faulthandler.Handler
+	// abandoned: post-copy failed while the workload's threads may be
+	// blocked on missing pages. The handlers are then left open (closing
+	// one would unregister its region and let those threads read zeros):
+	// the process exits with the error, and the workload with it.
+	abandoned := false
+	defer func() {
+		if !abandoned {
+			for _, h := range hs {
+				h.Close()
+			}
+		}
+	}()
 	for i := range ms {
 		id := uint32(i)
 		h, err := faulthandler.Dial(dctx, "tcp", spec.Addr, faulthandler.Options{Region: &id})
 		if err != nil {
 			return err
 		}
-		defer h.Close()
 		hs = append(hs, h)
 	}
 	if spec.MetricsSocket != "" {
@@ -621,9 +633,33 @@ func runTarget(ctx context.Context, spec MigrateSpec, rep *TargetReport) error {
 	}
 	stopSampling := sampleTarget(hs, spec.Sample, &rep.Samples)
 	defer stopSampling()
+	// The workload ends, or post-copy fails first: then its threads may
+	// wait on pages that will never come, and waiting for the workload
+	// would hang.
+	failed := make(chan error, len(hs))
+	fctx, fcancel := context.WithCancel(ctx)
+	defer fcancel()
+	for i, h := range hs {
+		go func() {
+			if err := h.Wait(fctx); err != nil && fctx.Err() == nil {
+				failed <- fmt.Errorf("post-copy of region %d: %w", i, err)
+			}
+		}()
+	}
+	done := make(chan []MutatorState, 1)
+	go func() {
+		var finals []MutatorState
+		for _, m := range ms {
+			finals = append(finals, m.Wait())
+		}
+		done <- finals
+	}()
 	var finals []MutatorState
-	for _, m := range ms {
-		finals = append(finals, m.Wait())
+	select {
+	case finals = <-done:
+	case err := <-failed:
+		abandoned = true
+		return err
 	}
 	tEnd := time.Now()
 	for _, m := range ms {
@@ -761,6 +797,14 @@ type MigrateConfig struct {
 	// Metrics, when set, has the source and target serve their metrics
 	// for it to gather (see MigrateMetrics).
 	Metrics *MigrateMetrics
+	// Intercept, when set, is given the source's address and returns the
+	// one the target dials instead (the chaos suite's fault injector).
+	Intercept func(sourceAddr string) (string, error)
+	// Started, when set, is called once both processes run.
+	Started func(source, target *os.Process)
+	// Ended, when set, is called with both reports as they were read and
+	// each side's error, before Migrate returns, whatever it returns.
+	Ended func(src *SourceReport, tgt *TargetReport, srcErr, tgtErr error)
 }
 
 // Migrate runs one live migration between a source and a target process
@@ -809,6 +853,13 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (*MigrateResult, error) {
 		return nil, fmt.Errorf("source did not start: %q %v", line, err)
 	}
 	spec.Addr = addr.Addr
+	if cfg.Intercept != nil {
+		if spec.Addr, err = cfg.Intercept(addr.Addr); err != nil {
+			srcCmd.Process.Kill()
+			srcCmd.Wait()
+			return nil, fmt.Errorf("intercept: %w", err)
+		}
+	}
 	if cfg.Metrics != nil {
 		spec.MetricsSocket = cfg.Metrics.socket("target")
 	}
@@ -819,8 +870,18 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (*MigrateResult, error) {
 	defer tgtCmd.Process.Kill()
 	var src SourceReport
 	var tgt TargetReport
+	if cfg.Started != nil {
+		cfg.Started(srcCmd.Process, tgtCmd.Process)
+	}
+	// Both at once: a side that waits on the other must not be held up by
+	// the order the reports are read in.
+	tgtDone := make(chan error, 1)
+	go func() { tgtDone <- readReport(tgtOut, tgtCmd, &tgt) }()
 	srcErr := readReport(srcOut, srcCmd, &src)
-	tgtErr := readReport(tgtOut, tgtCmd, &tgt)
+	tgtErr := <-tgtDone
+	if cfg.Ended != nil {
+		cfg.Ended(&src, &tgt, srcErr, tgtErr)
+	}
 	wall := time.Since(start)
 	if srcErr != nil {
 		return nil, fmt.Errorf("source: %w", srcErr)

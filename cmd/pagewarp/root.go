@@ -57,7 +57,7 @@ and a background pull brings the rest.
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.AddCommand(newServeCmd(g), newReceiveCmd(g), newTraceCmd(g), newBenchCmd(g), newDemoCmd(g), newMigrateCmd(g),
-		newMigrateChildCmd(g, "source"), newMigrateChildCmd(g, "target"), newQemuCmd(g))
+		newMigrateChildCmd(g, "source"), newMigrateChildCmd(g, "target"), newQemuCmd(g), newChaosCmd(g))
 	return root
 }
 

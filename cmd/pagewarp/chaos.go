@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pagewarp/pagewarp/bench"
+)
+
+func newChaosCmd(g *globals) *cobra.Command {
+	var (
+		f         migrateFlags
+		trials    int
+		seed      uint64
+		scenarios []string
+		conns     int
+		window    time.Duration
+		timeout   time.Duration
+		asJSON    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "chaos [--trials N] [--fault-seed S]",
+		Short: "Fault injection: live migrations with dropped, stalled, slowed, reordered or corrupted connections and a killed source",
+		Long: `chaos runs N live migrations (see 'pagewarp migrate') with one fault each, drawn from
+a generator seeded by (--fault-seed, trial number): a connection cut at a random time (pre-copy,
+the switch or post-copy), the source process killed, a connection stalled for up to 3 s,
+a slow connection, two connections slowed unequally (bytes arrive in another order than
+they were sent across streams), or one bit flipped in a connection's byte stream. A fault
+injector sits between target and source on loopback; the source's side of the link is
+shaped (--link) so that a migration lasts about as long as the window faults are spread
+over.
+
+Each trial must end with the workload's result equal to a run without migration
+(correct), or with a clean failure: the target reports an error and its workload is
+stopped. A target that finishes with a different result (silent corruption), or a trial
+that does not end within --trial-timeout, fails. The last line is 'chaos: N passed, N
+failed'; the exit status is non-zero if any trial failed. The same seed draws the same
+faults; where they land in a migration depends on timing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			spec, err := f.spec("silent50")
+			if err != nil {
+				return err
+			}
+			argv, err := exeArgv()
+			if err != nil {
+				return err
+			}
+			var log io.Writer = g.stdout
+			if asJSON {
+				log = g.stderr
+			}
+			rep, err := bench.Chaos(cmd.Context(), bench.ChaosConfig{
+				Spec: spec, Argv: argv, Trials: trials, Seed: seed, Scenarios: scenarios, Conns: conns,
+				Window: window, TrialTimeout: timeout, Log: log,
+			})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := printJSON(g.stdout, rep); err != nil {
+					return err
+				}
+			} else {
+				var by []string
+				for _, o := range []string{bench.OutcomeCorrect, bench.OutcomeCleanFailure, bench.OutcomeCorrupt, bench.OutcomeHang} {
+					by = append(by, fmt.Sprintf("%s %d", o, rep.ByOutcome[o]))
+				}
+				fmt.Fprintf(g.stdout, "\noutcomes: %s\n", strings.Join(by, ", "))
+			}
+			fmt.Fprintf(log, "chaos: %d passed, %d failed\n", rep.Passed, rep.Failed)
+			return bench.ErrChaosFailed(rep)
+		},
+	}
+	f.register(cmd, false)
+	for name, def := range map[string]string{"size": "16MiB", "duration": "4s", "link": "shaped:200mbit"} {
+		cmd.Flags().Lookup(name).DefValue = def
+		cmd.Flags().Set(name, def)
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&trials, "trials", 100, "migrations to run, one fault each")
+	fl.Uint64Var(&seed, "fault-seed", 1, "seed of the fault draw (--seed is the workload's)")
+	fl.StringSliceVar(&scenarios, "scenarios", nil, "faults to draw from (default: all of "+strings.Join(bench.ChaosScenarios, ", ")+")")
+	fl.IntVar(&conns, "conns", 4, "how many of the target's first connections a fault may pick")
+	fl.DurationVar(&window, "window", 3*time.Second, "timed faults fall within this long after a trial starts")
+	fl.DurationVar(&timeout, "trial-timeout", 90*time.Second, "a trial still running after this long is a hang")
+	fl.BoolVar(&asJSON, "json", false, "print the report as JSON (trial lines on stderr)")
+	return cmd
+}
