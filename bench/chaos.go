@@ -289,7 +289,6 @@ func oneLineErr(err error) string {
 	return s
 }
 
-
 // errChaosFailed is returned by callers when a chaos run had failures.
 var errChaosFailed = errors.New("chaos: trials failed")
 
