@@ -62,7 +62,7 @@ func (dec *decoder) decode(frame []byte, pageSize int) (Message, error) {
 	if len(frame) > MaxFrameSize {
 		return nil, &Error{Code: CodeFrameTooLarge, Message: fmt.Sprintf("frame of %d bytes exceeds %d", len(frame), MaxFrameSize)}
 	}
-	if t := Type(frame[0]); t == 0 || t > TypeHandover {
+	if t := Type(frame[0]); t == 0 || t > TypeResident {
 		return nil, &Error{Code: CodeUnknownType, Message: fmt.Sprintf("unknown frame type %d", uint8(t))}
 	}
 	if len(frame) < 1+TrailerLen {
@@ -139,6 +139,8 @@ func (dec *decoder) decodeBody(frame []byte) (Message, error) {
 		m, err = dec.invalidate()
 	case TypeHandover:
 		m, err = dec.handover()
+	case TypeResident:
+		m, err = dec.resident()
 	default:
 		return nil, &Error{Code: CodeUnknownType, Message: fmt.Sprintf("unknown frame type %d", uint8(t))}
 	}
@@ -365,6 +367,7 @@ var (
 	knownFields    = []field{{"algorithm", math.MaxUint8}, {"first", math.MaxUint64}}
 	refsFields     = []field{{"round", math.MaxUint32}, {"region", math.MaxUint32}}
 	roundEndFields = []field{{"round", math.MaxUint32}, {"pages", math.MaxUint64}, {"refs", math.MaxUint64}}
+	residentFields = []field{{"region", math.MaxUint32}, {"first", math.MaxUint64}}
 )
 
 // uints decodes consecutive unsigned fields into dst. When the first field is req_id, later errors
@@ -415,6 +418,13 @@ func (dec *decoder) hello() (Message, error) {
 			return nil, err
 		}
 		m.Streams, extra = uint8(v), extra-1
+	}
+	// resume (version 4) may be absent too: false.
+	if extra > 0 {
+		if m.Resume, err = dec.bool("resume", 0); err != nil {
+			return nil, err
+		}
+		extra--
 	}
 	return m, dec.close(extra, 0)
 }
@@ -676,6 +686,25 @@ func (dec *decoder) handover() (Message, error) {
 	}
 	m := &Handover{}
 	if m.State, err = dec.bin("state", 0, MaxHandoverState); err != nil {
+		return nil, err
+	}
+	return m, dec.close(extra, 0)
+}
+
+func (dec *decoder) resident() (Message, error) {
+	extra, err := dec.open(4)
+	if err != nil {
+		return nil, err
+	}
+	var v [2]uint64
+	if err := dec.uints(v[:], residentFields); err != nil {
+		return nil, err
+	}
+	m := &Resident{Region: uint32(v[0]), First: v[1]}
+	if m.Bits, err = dec.bin("bits", 0, MaxResidentBytes); err != nil {
+		return nil, err
+	}
+	if m.Done, err = dec.bool("done", 0); err != nil {
 		return nil, err
 	}
 	return m, dec.close(extra, 0)

@@ -92,7 +92,7 @@ func (enc *encoder) body(m Message) {
 	e := enc.e
 	switch m := m.(type) {
 	case *Hello:
-		e.EncodeArrayLen(8)
+		e.EncodeArrayLen(9)
 		e.EncodeUint(uint64(m.VersionMin))
 		e.EncodeUint(uint64(m.VersionMax))
 		e.EncodeUint(m.Features)
@@ -101,6 +101,7 @@ func (enc *encoder) body(m Message) {
 		e.EncodeString(m.Client)
 		e.EncodeUint(uint64(m.Stream))
 		e.EncodeUint(uint64(m.Streams))
+		e.EncodeBool(m.Resume)
 	case *Welcome:
 		e.EncodeArrayLen(5)
 		e.EncodeUint(uint64(m.Version))
@@ -187,6 +188,12 @@ func (enc *encoder) body(m Message) {
 	case *Handover:
 		e.EncodeArrayLen(1)
 		enc.bin(m.State)
+	case *Resident:
+		e.EncodeArrayLen(4)
+		e.EncodeUint(uint64(m.Region))
+		e.EncodeUint(m.First)
+		enc.bin(m.Bits)
+		e.EncodeBool(m.Done)
 	}
 }
 

@@ -81,6 +81,10 @@ func fuzzSeeds() []Message {
 			if m.Len() > 16 {
 				continue
 			}
+		case *Resident:
+			if len(m.Bits) > 16 {
+				continue
+			}
 		}
 		seeds = append(seeds, m)
 	}

@@ -25,6 +25,11 @@ func withReserved(entries []byte, i int, v uint32) []byte {
 func helloV3(channel, stream, streams uint64) *mp {
 	return body(TypeHello).arr(8).u(3).u(3).u(0).u(channel).bin(zeros(16)).str("").u(stream).u(streams)
 }
+
+// helloV4 is helloV3 with version 4's ninth element, resume.
+func helloV4(channel, stream, streams uint64, resume bool) *mp {
+	return body(TypeHello).arr(9).u(3).u(3).u(0).u(channel).bin(zeros(16)).str("").u(stream).u(streams).boolean(resume)
+}
 func known(alg, first uint64) *mp          { return body(TypeKnown).arr(4).u(alg).u(first) }
 func refs(round, region uint64) *mp        { return body(TypeRefs).arr(3).u(round).u(region) }
 func roundAck(round uint64) *mp            { return body(TypeRoundAck).arr(3).u(round) }
@@ -151,7 +156,7 @@ func TestDecodePrecopyAccepts(t *testing.T) {
 			&Hello{VersionMin: 3, VersionMax: 3}},
 		{"hello precopy 3 of 4", helloV3(2, 3, 4).bytes(),
 			&Hello{VersionMin: 3, VersionMax: 3, Channel: ChannelPrecopy, Stream: 3, Streams: 4}},
-		{"hello precopy with extra element", body(TypeHello).arr(9).u(3).u(3).u(8).u(2).bin(zeros(16)).str("c").u(0).raw(0xcc, 16).str("x").bytes(),
+		{"hello precopy with extra element", body(TypeHello).arr(10).u(3).u(3).u(8).u(2).bin(zeros(16)).str("c").u(0).raw(0xcc, 16).boolean(false).str("x").bytes(),
 			&Hello{VersionMin: 3, VersionMax: 3, Features: 8, Channel: ChannelPrecopy, Client: "c", Streams: 16}},
 		{"pages precopy round 0 zero", precopyPages(0, 4).u(uint64(FlagPrecopy | FlagZero)).bin(nil).bin(nil).bytes(),
 			&Pages{Count: 4, Flags: FlagPrecopy | FlagZero}},
@@ -194,7 +199,11 @@ func TestPrecopyEncoding(t *testing.T) {
 		want []byte
 	}{
 		{&Hello{VersionMin: 3, VersionMax: 3, Features: 8, Channel: ChannelPrecopy, Stream: 1, Streams: 2},
-			helloV3(2, 1, 2).then(func(m *mp) { m.out.b[4] = 8 }).bytes()},
+			helloV4(2, 1, 2, false).then(func(m *mp) { m.out.b[4] = 8 }).bytes()},
+		{&Hello{VersionMin: 3, VersionMax: 3, Channel: ChannelBulk, Resume: true},
+			helloV4(1, 0, 0, true).bytes()},
+		{&Resident{Region: 1, First: 300, Bits: []byte{0x81, 0x02}, Done: true},
+			[]byte{17, 0x94, 1, 0xcd, 1, 44, 0xc4, 2, 0x81, 0x02, 0xc3}},
 		{&Known{Algorithm: ContentXXH3128, First: 300, Hashes: pattern(16), Done: true},
 			[]byte{11, 0x94, 1, 0xcd, 1, 44, 0xc4, 16, 1, 32, 63, 94, 125, 156, 187, 218, 249, 24, 55, 86, 117, 148, 179, 210, 0xc3}},
 		{&Refs{Round: 2, Region: 1, Entries: AppendRef(nil, Ref{Page: 0x0102, SrcRegion: 7, SrcPage: 5, Check: 0xa0b0c0d0e0f00010})},

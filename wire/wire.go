@@ -53,6 +53,9 @@ const (
 	RefLen = 32
 	// RejectLen is the length of one entry of RoundAck.Rejected: region u32 and page u64, little-endian.
 	RejectLen = 12
+	// MaxResidentBytes bounds Resident.Bits, in bytes: one frame describes at most 8*MaxResidentBytes
+	// pages (2,097,152: 8 GiB of 4 KiB pages).
+	MaxResidentBytes = 256 << 10
 )
 
 // BaseRegion, as a Ref's SrcRegion, names the target's local base snapshot (the pages it advertised in
@@ -150,6 +153,7 @@ const (
 	TypeRoundAck      Type = 14
 	TypeInvalidate    Type = 15
 	TypeHandover      Type = 16
+	TypeResident      Type = 17
 )
 
 var typeNames = [...]string{
@@ -169,6 +173,7 @@ var typeNames = [...]string{
 	TypeRoundAck:      "round_ack",
 	TypeInvalidate:    "invalidate",
 	TypeHandover:      "handover",
+	TypeResident:      "resident",
 }
 
 func (t Type) String() string {
@@ -221,8 +226,8 @@ func (c ErrorCode) String() string {
 }
 
 // Message is one of the protocol's messages: *Hello, *Welcome, *Request, *Pages, *Error,
-// *DigestRequest, *Digest, *Bye, *Push, *Feedback, *Known, *Refs, *RoundEnd, *RoundAck, *Invalidate or *Handover. The set is
-// closed.
+// *DigestRequest, *Digest, *Bye, *Push, *Feedback, *Known, *Refs, *RoundEnd, *RoundAck, *Invalidate, *Handover or *Resident.
+// The set is closed.
 type Message interface {
 	// Type returns the message's frame type.
 	Type() Type
@@ -235,6 +240,10 @@ type Message interface {
 // On a precopy channel, Stream numbers the connection among the session's Streams pre-copy
 // connections: 1 <= Streams <= MaxStreams and Stream < Streams. On other channels both are 0. A Hello
 // body with only the six elements of version 2 decodes with both 0.
+//
+// Resume marks a connection a target opens again, with the same Session, after its post-copy
+// connections to the server were lost (urgent and bulk channels only; absent means false): on the
+// urgent connection the target then says what it holds with Resident frames before anything else.
 type Hello struct {
 	VersionMin, VersionMax uint16
 	Features               uint64
@@ -243,6 +252,7 @@ type Hello struct {
 	Client                 string
 	Stream                 uint8
 	Streams                uint8
+	Resume                 bool
 }
 
 // Welcome is the server's reply to Hello.
@@ -483,6 +493,24 @@ type Handover struct {
 	State []byte
 }
 
+// Resident tells the server, target to server on a resumed urgent connection (Hello.Resume), which
+// pages of Region the target holds: bit i of Bits (least significant bit of each byte first) is set
+// when page First+i is resident. Bits holds 1 to MaxResidentBytes bytes; bits past the region's end
+// are 0. The covered pages are assigned, not merged: a page whose bit is clear is one the server may
+// send again. Done marks the last Resident of the resume. In a decoded message Bits aliases the frame.
+type Resident struct {
+	Region uint32
+	First  uint64
+	Bits   []byte
+	Done   bool
+}
+
+// Pages returns the number of pages the frame covers: 8 per byte of Bits.
+func (m *Resident) Pages() uint64 { return 8 * uint64(len(m.Bits)) }
+
+// Has reports whether page First+i is marked resident. It panics if i is out of range, like an index.
+func (m *Resident) Has(i uint64) bool { return m.Bits[i/8]&(1<<(i%8)) != 0 }
+
 func (*Hello) Type() Type         { return TypeHello }
 func (*Welcome) Type() Type       { return TypeWelcome }
 func (*Request) Type() Type       { return TypeRequest }
@@ -499,6 +527,7 @@ func (*RoundEnd) Type() Type      { return TypeRoundEnd }
 func (*RoundAck) Type() Type      { return TypeRoundAck }
 func (*Invalidate) Type() Type    { return TypeInvalidate }
 func (*Handover) Type() Type      { return TypeHandover }
+func (*Resident) Type() Type      { return TypeResident }
 
 // ValidPageSize reports whether n is a page size the protocol allows: a power of two in
 // [MinPageSize, MaxPageSize].
@@ -529,6 +558,9 @@ func (m *Hello) check(int) error {
 	case ChannelPrecopy:
 		if m.Streams == 0 || m.Streams > MaxStreams || m.Stream >= m.Streams {
 			return malformed("hello: precopy stream %d of %d, want 1 <= streams <= %d and stream < streams", m.Stream, m.Streams, MaxStreams)
+		}
+		if m.Resume {
+			return malformed("hello: resume on a precopy channel")
 		}
 	default:
 		return malformed("hello: channel %d", m.Channel)
@@ -713,6 +745,19 @@ func (m *Invalidate) check(int) error {
 func (m *Handover) check(int) error {
 	if len(m.State) > MaxHandoverState {
 		return malformed("handover: state of %d bytes, limit %d", len(m.State), MaxHandoverState)
+	}
+	return nil
+}
+
+func (m *Resident) check(int) error {
+	if m.Region == BaseRegion {
+		return malformed("resident: region %#x is reserved (BaseRegion)", BaseRegion)
+	}
+	if len(m.Bits) == 0 || len(m.Bits) > MaxResidentBytes {
+		return malformed("resident: bits are %d bytes, want 1 to %d", len(m.Bits), MaxResidentBytes)
+	}
+	if m.First > math.MaxUint64-(m.Pages()-1) {
+		return malformed("resident: %d pages from %d overflow u64", m.Pages(), m.First)
 	}
 	return nil
 }

@@ -39,6 +39,7 @@ func samples() []Message {
 		&Hello{VersionMin: Version, VersionMax: Version, Features: FeatureZeroPages | FeaturePageHashes | FeaturePrecopy,
 			Channel: ChannelPrecopy, Session: [16]byte{9}, Client: "pagewarp-test/1", Stream: 0, Streams: 1},
 		&Hello{VersionMin: Version, VersionMax: Version, Channel: ChannelPrecopy, Stream: MaxStreams - 1, Streams: MaxStreams},
+		&Hello{VersionMin: Version, VersionMax: Version, Features: FeaturePush, Channel: ChannelUrgent, Session: [16]byte{7}, Client: "r", Resume: true},
 		&Welcome{Version: Version, Features: FeaturePageHashes | FeaturePush, PageSize: 4096,
 			Regions: []Region{{ID: 0, Name: "mem", Pages: 1 << 20}, {ID: BaseRegion - 1, Name: "", Pages: math.MaxUint64}}, Server: "srv"},
 		&Welcome{Version: Version, PageSize: MaxPageSize},
@@ -86,6 +87,9 @@ func samples() []Message {
 		&Invalidate{Region: 7, Pages: make([]byte, MaxInvalidate*8)},
 		&Handover{},
 		&Handover{State: make([]byte, MaxHandoverState)},
+		&Resident{Region: 0, First: 0, Bits: []byte{0xff, 0x01, 0x80}, Done: true},
+		&Resident{Region: BaseRegion - 1, First: 1 << 40, Bits: pattern(16)},
+		&Resident{Region: 3, First: math.MaxUint64 - (8*MaxResidentBytes - 1), Bits: pattern(MaxResidentBytes), Done: true},
 	}
 }
 
@@ -287,7 +291,7 @@ func TestDecodeErrors(t *testing.T) {
 	}{
 		{"empty", nil, CodeMalformed, 0},
 		{"unknown type 0", []byte{0, 0x90}, CodeUnknownType, 0},
-		{"unknown type 17", body(17).arr(0).bytes(), CodeUnknownType, 0},
+		{"unknown type 18", body(18).arr(0).bytes(), CodeUnknownType, 0},
 		{"unknown type 255", []byte{255}, CodeUnknownType, 0},
 		{"no body", []byte{byte(TypeBye)}, CodeMalformed, 0},
 		{"body not an array", body(TypeBye).str("x").bytes(), CodeMalformed, 0},
@@ -480,7 +484,7 @@ func TestVersion(t *testing.T) {
 			ContentXXH3128, ContentSHA256, BaseRegion, RefLen, RejectLen, MaxRejected)
 	}
 	want := []string{"type(0)", "hello", "welcome", "request", "pages", "error", "digest_request", "digest", "bye",
-		"push", "feedback", "known", "refs", "round_end", "round_ack", "invalidate", "handover", "type(17)"}
+		"push", "feedback", "known", "refs", "round_end", "round_ack", "invalidate", "handover", "resident", "type(18)"}
 	for i, w := range want {
 		if got := Type(i).String(); got != w {
 			t.Errorf("Type(%d) = %q, want %q", i, got, w)
@@ -489,13 +493,13 @@ func TestVersion(t *testing.T) {
 	for _, tc := range []struct {
 		m    Message
 		want Type
-	}{{&Push{}, 9}, {&Feedback{}, 10}, {&Known{}, 11}, {&Refs{}, 12}, {&RoundEnd{}, 13}, {&RoundAck{}, 14}} {
+	}{{&Push{}, 9}, {&Feedback{}, 10}, {&Known{}, 11}, {&Refs{}, 12}, {&RoundEnd{}, 13}, {&RoundAck{}, 14}, {&Resident{}, 17}} {
 		if got := tc.m.Type(); got != tc.want {
 			t.Errorf("%T is type %d, want %d", tc.m, got, tc.want)
 		}
 	}
 	// Every limit fits a frame: the largest Known, Refs and RoundAck are far below MaxFrameSize.
-	for _, n := range []int{MaxPagesPerRequest * maxContentHashLen, MaxPagesPerRequest * RefLen, MaxRejected * RejectLen} {
+	for _, n := range []int{MaxPagesPerRequest * maxContentHashLen, MaxPagesPerRequest * RefLen, MaxRejected * RejectLen, MaxResidentBytes} {
 		if n+64 > MaxFrameSize {
 			t.Errorf("a %d-byte list does not fit a frame", n)
 		}
