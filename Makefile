@@ -7,7 +7,7 @@ PKGS      := ./...
 RACE_PKGS := ./faulthandler ./pageserver ./wire ./precopy ./hybrid ./metrics ./bench ./bench/report ./qemu/... ./internal/...
 FUZZTIME  ?= 30s
 
-.PHONY: all build test race demo bench fuzz lint deps deps-prometheus deps-qemu clean
+.PHONY: all build test race demo bench fuzz lint chaos deps deps-prometheus deps-qemu clean
 
 all: build
 
@@ -70,6 +70,13 @@ lint: deps deps-prometheus
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	PAGEWARP_REQUIRE_PROMETHEUS=1 $(GO) test -count=1 -run '^TestPromtoolCheckMetrics$$' ./cmd/pagewarp
+
+# chaos runs the fault-injection suite: CHAOS_TRIALS live migrations, one fault each (drops, a killed source,
+# stalls, slow and reordered streams, corrupted bytes), seeded by CHAOS_SEED; it ends with "chaos: N passed, N failed".
+CHAOS_TRIALS ?= 100
+CHAOS_SEED   ?= 1
+chaos: build
+	./$(BIN) chaos --trials $(CHAOS_TRIALS) --fault-seed $(CHAOS_SEED)
 
 clean:
 	rm -rf bin

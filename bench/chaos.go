@@ -19,8 +19,9 @@ import (
 // ChaosScenarios are the fault kinds a chaos trial draws from.
 var ChaosScenarios = []string{"drop", "kill-source", "stall", "slow", "reorder", "corrupt"}
 
-// chaosPolicies cycle over the trials, so that faults land in pre-copy, at
-// the switch and in post-copy alike.
+// chaosPolicies cycle over the trials (offset from the scenarios, which
+// cycle too), so that faults land in pre-copy, at the switch and in
+// post-copy alike.
 var chaosPolicies = []string{"traditional", "postcopy", "intelligent", "adaptive"}
 
 // ChaosConfig sets up a fault-injection run.
@@ -156,7 +157,9 @@ func (p chaosPlan) String() string {
 // drawChaos draws trial n's fault from its own generator.
 func drawChaos(cfg ChaosConfig, n int) chaosPlan {
 	r := rand.New(rand.NewPCG(cfg.Seed, uint64(n)))
-	p := chaosPlan{scenario: cfg.Scenarios[r.IntN(len(cfg.Scenarios))], kill: -1}
+	// Scenarios take turns, so that every one is tried as often; what and
+	// when within one is drawn.
+	p := chaosPlan{scenario: cfg.Scenarios[n%len(cfg.Scenarios)], kill: -1}
 	when := func() time.Duration { return time.Duration(r.Int64N(int64(cfg.Window))) }
 	conn := func() int { return r.IntN(cfg.Conns) }
 	dir := func() chaosnet.Direction { return chaosnet.Direction(r.IntN(2)) }
@@ -197,7 +200,7 @@ func drawChaos(cfg ChaosConfig, n int) chaosPlan {
 func runChaosTrial(ctx context.Context, cfg ChaosConfig, n int, expected [][16]byte) ChaosTrial {
 	plan := drawChaos(cfg, n)
 	spec := cfg.Spec
-	spec.Policy = chaosPolicies[n%len(chaosPolicies)]
+	spec.Policy = chaosPolicies[(n/len(cfg.Scenarios))%len(chaosPolicies)]
 	t := ChaosTrial{N: n + 1, Scenario: plan.scenario, Fault: plan.String(), Policy: spec.Policy}
 	tctx, cancel := context.WithTimeout(ctx, cfg.TrialTimeout)
 	defer cancel()

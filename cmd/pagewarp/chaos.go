@@ -25,8 +25,9 @@ func newChaosCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "chaos [--trials N] [--fault-seed S]",
 		Short: "Fault injection: live migrations with dropped, stalled, slowed, reordered or corrupted connections and a killed source",
-		Long: `chaos runs N live migrations (see 'pagewarp migrate') with one fault each, drawn from
-a generator seeded by (--fault-seed, trial number): a connection cut at a random time (pre-copy,
+		Long: `chaos runs N live migrations (see 'pagewarp migrate') with one fault each. The kinds of
+fault take turns; where and when each strikes is drawn from a generator seeded by
+(--fault-seed, trial number): a connection cut at a random time (pre-copy,
 the switch or post-copy), the source process killed, a connection stalled for up to 3 s,
 a slow connection, two connections slowed unequally (bytes arrive in another order than
 they were sent across streams), or one bit flipped in a connection's byte stream. A fault

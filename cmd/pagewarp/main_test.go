@@ -672,3 +672,32 @@ func TestReceiveProgress(t *testing.T) {
 		t.Errorf("progress drawn on a non-terminal: %q", buf.String())
 	}
 }
+
+// TestChaos runs one trial of each fault scenario over small live
+// migrations: each must end correct or as a clean failure, never with a
+// wrong result or a hang.
+func TestChaos(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	t.Setenv("PAGEWARP_CLI", "1")
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), &stdout, &stderr, []string{"chaos", "--json", "--trials", "6", "--fault-seed", "3",
+		"--size", "8MiB", "--duration", "2s", "--window", "1500ms", "--trial-timeout", "60s"})
+	var rep bench.ChaosReport
+	if jerr := json.Unmarshal(stdout.Bytes(), &rep); jerr != nil {
+		t.Fatalf("chaos: %v, %v\n%s\n%s", err, jerr, stdout.String(), stderr.String())
+	}
+	seen := map[string]bool{}
+	for _, tr := range rep.Trials {
+		seen[tr.Scenario] = true
+		t.Logf("trial %d %s %s (%s): %s %s", tr.N, tr.Scenario, tr.Fault, tr.Policy, tr.Outcome, tr.Detail)
+		if !tr.Passed {
+			t.Errorf("trial %d (%s, %s): %s %s", tr.N, tr.Scenario, tr.Fault, tr.Outcome, tr.Detail)
+		}
+	}
+	if len(seen) != len(bench.ChaosScenarios) {
+		t.Errorf("scenarios tried %v, want all of %v", seen, bench.ChaosScenarios)
+	}
+	if err != nil || rep.Failed != 0 || !strings.Contains(stderr.String(), "chaos: 6 passed, 0 failed") {
+		t.Errorf("chaos: %v, %d failed; stderr %q", err, rep.Failed, stderr.String())
+	}
+}
