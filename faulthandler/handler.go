@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime"
@@ -105,6 +106,15 @@ type Options struct {
 	// read the urgent connection's socket itself (the bytes are records to
 	// decrypt): a receive loop goroutine reads it, as for net.Pipe.
 	TLS *tls.Config
+	// ResumeDeadline bounds how long a handler made by Dial tries to
+	// reconnect after a connection to the server dropped during post-copy
+	// (see Dial): faulting threads wait, blocked on their missing pages,
+	// while it dials again with backoff (20 ms doubling to 1 s); past the
+	// deadline the migration fails with ErrResumeDeadline and the number of
+	// pages still missing, and the handler fails closed (see Close).
+	// Default 30s; negative: no resume, a dropped connection fails the
+	// migration at once.
+	ResumeDeadline time.Duration
 	// RecordFaults keeps the page of every demand fault in the order the
 	// fault loop read them (FaultTrace): the first-touch sequence of the
 	// pages the workload reached before the pull did. With NoPull it is
@@ -131,6 +141,9 @@ func (o *Options) setDefaults() {
 	if o.IOTimeout <= 0 {
 		o.IOTimeout = 30 * time.Second
 	}
+	if o.ResumeDeadline == 0 {
+		o.ResumeDeadline = DefaultResumeDeadline
+	}
 	if o.ProbeEvery == 0 {
 		o.ProbeEvery = 8
 	}
@@ -142,12 +155,18 @@ func (o *Options) setDefaults() {
 	}
 }
 
+// DefaultResumeDeadline is Options.ResumeDeadline's default.
+const DefaultResumeDeadline = 30 * time.Second
+
 // fetcher is where pages come from: a remote server or a local source.
 type fetcher interface {
 	// demand asks for page (the fault loop has moved it to stateDemand). The
 	// fault loop calls it for each fault of a batch, then flush once.
 	demand(page uint64) error
 	flush() error
+	// maintain is called by the fault loop before it blocks: a remote
+	// fetcher adopts a resumed connection there.
+	maintain() error
 	// pull runs the background pull until ctx ends or every page is
 	// requested; it calls claim to pick pages.
 	pull(ctx context.Context) error
@@ -203,6 +222,10 @@ type Handler struct {
 	finished chan struct{} // closed when the post-completion work is done
 	loopDone chan struct{} // closed when the fault loop has returned
 	closed   bool
+	// unregistered is set once the region is no longer registered with
+	// the userfaultfd (every page resident): only then may the
+	// userfaultfd be closed.
+	unregistered atomic.Bool
 	// running is set by Start; until then markResident does not declare the
 	// migration complete (pre-copy may still drop pages it installed).
 	running      atomic.Bool
@@ -343,6 +366,7 @@ func (h *Handler) completeMigration() error {
 	if err := h.uffd.Unregister(h.base, uint64(len(h.mem))); err != nil {
 		return err
 	}
+	h.unregistered.Store(true)
 	h.poll.Close()
 	<-h.loopDone // finish reads what the fault loop read until now
 	ctx, cancel := context.WithTimeout(h.ctx, h.opts.IOTimeout)
@@ -388,10 +412,17 @@ func (h *Handler) fail(err error) {
 	h.opts.Logger.Info("migration failed", "err", err)
 }
 
-// Close stops every loop and releases the connections and the userfaultfd.
-// After a complete migration the region stays mapped (Release unmaps it).
-// After a failure, or before completion, the region is unmapped first, so
-// no thread can ever read a page that did not arrive as zeros.
+// Close stops every loop and closes the connections.
+//
+// After a complete migration it closes the userfaultfd too; the region
+// stays mapped with the source's content (Release unmaps it).
+//
+// Before completion (after a failure, or to abandon a migration) it fails
+// closed: the userfaultfd stays open and the region registered, so a
+// thread blocked on a missing page stays blocked, and so does any thread
+// that touches a missing page later — none is ever woken to read a zero
+// page. Such threads stay blocked until the process ends (see OnFailure
+// and ExitOnFailure) or Release takes the region away.
 func (h *Handler) Close() error {
 	h.mu.Lock()
 	if h.closed {
@@ -409,12 +440,6 @@ func (h *Handler) Close() error {
 	}
 	h.mu.Unlock()
 
-	done := isClosed(h.finished)
-	if !done {
-		// Fail closed: take the memory away before the userfaultfd goes.
-		unix.Munmap(h.mem)
-		h.mem = nil
-	}
 	if h.cancel != nil {
 		h.cancel()
 	}
@@ -427,18 +452,84 @@ func (h *Handler) Close() error {
 	if h.poll != nil {
 		h.poll.Release()
 	}
+	if !h.unregistered.Load() {
+		// Fail closed: the userfaultfd is kept (closing it would wake the
+		// waiting threads, which would then map zero pages).
+		h.opts.Logger.Info("closed before every page arrived: the region stays registered, threads on missing pages stay blocked",
+			"missing", h.npages-h.resident.Load())
+		return nil
+	}
 	return h.uffd.Close()
 }
 
 // Release unmaps the region. Call it after Close when the memory is no
 // longer needed.
+//
+// After a Close before completion, Release is the way to end the threads
+// blocked on missing pages short of ending the process: it replaces the
+// region with an inaccessible reservation of the same addresses
+// (PROT_NONE; nothing else can be mapped there), then closes the
+// userfaultfd, so every blocked thread, and every later touch of the
+// region, gets SIGSEGV — never a zero page. The reservation is kept for
+// the life of the process.
 func (h *Handler) Release() error {
 	if h.mem == nil {
 		return nil
 	}
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if !closed {
+		return errors.New("faulthandler: Release before Close")
+	}
+	if !h.unregistered.Load() {
+		if err := reserveInaccessible(h.mem); err != nil {
+			return fmt.Errorf("replace the region with an inaccessible reservation: %w", err)
+		}
+		h.mem = nil
+		return h.uffd.Close()
+	}
 	err := unix.Munmap(h.mem)
 	h.mem = nil
 	return err
+}
+
+// Failed returns a channel closed when the migration fails (or Close is
+// called before it is complete); Err then says why.
+func (h *Handler) Failed() <-chan struct{} { return h.failed }
+
+// Err returns why the migration failed, or nil while it has not.
+func (h *Handler) Err() error { return h.failure() }
+
+// OnFailure calls f, once, on its own goroutine, with the failure's error
+// if the migration fails before stop is called. A process whose workload
+// touches the region uses it to end itself (ExitOnFailure): after a
+// failure the threads on missing pages never return (see Close).
+func (h *Handler) OnFailure(f func(error)) (stop func()) {
+	done := make(chan struct{})
+	var once sync.Once
+	go func() {
+		select {
+		case <-h.failed:
+			f(h.failure())
+		case <-h.finished:
+		case <-done:
+		}
+	}()
+	return func() { once.Do(func() { close(done) }) }
+}
+
+// ExitOnFailure returns a function for OnFailure that writes the failure to
+// w and ends the process with status code: the workload stops instead of
+// waiting forever on pages that will not come.
+func ExitOnFailure(w io.Writer, code int) func(error) {
+	return func(err error) {
+		fmt.Fprintf(w, "pagewarp: migration failed, stopping the process: %v\n", err)
+		if f, ok := w.(interface{ Sync() error }); ok {
+			f.Sync()
+		}
+		os.Exit(code)
+	}
 }
 
 func isClosed(c chan struct{}) bool {
@@ -478,6 +569,9 @@ func (h *Handler) faultLoop() error {
 				return nil
 			}
 			if err := h.flushStagedIfLast(); err != nil {
+				return err
+			}
+			if err := h.fetch.maintain(); err != nil {
 				return err
 			}
 			ready, err := h.poll.Wait(-1)

@@ -46,6 +46,7 @@ type local struct {
 
 func (l *local) start(context.Context) {}
 func (l *local) flush() error          { return nil }
+func (l *local) maintain() error       { return nil }
 func (l *local) finish(context.Context) error {
 	return nil
 }

@@ -24,14 +24,36 @@ import (
 // ClientName is sent in Hello.
 const ClientName = "pagewarp-faulthandler"
 
-// ErrServerGone is wrapped by the error of a migration whose server closed
-// the connection or said Bye before every page arrived.
-var ErrServerGone = errors.New("page server went away")
+var (
+	// ErrServerGone is wrapped by the error of a migration whose server closed
+	// the connection or said Bye before every page arrived, and could not be
+	// reached again within Options.ResumeDeadline.
+	ErrServerGone = errors.New("page server went away")
+	// ErrResumeDeadline is wrapped by the error of a migration that lost its
+	// connections to the page server and could not resume within
+	// Options.ResumeDeadline. The error says how many pages are missing.
+	ErrResumeDeadline = errors.New("resume deadline passed")
+	// errLayout: a reconnection reached a server with another page size or
+	// region list; resuming there would mix two sources.
+	errLayout = errors.New("reconnected to a server with another layout")
+)
+
+// Backoff between reconnection attempts: doubling from resumeBackoffMin to
+// resumeBackoffMax.
+const (
+	resumeBackoffMin = 20 * time.Millisecond
+	resumeBackoffMax = time.Second
+)
 
 // Dial connects to the page server at addr over network ("tcp", "unix")
 // with one urgent and Options.BulkStreams bulk connections, performs the
 // handshake (TLS first with Options.TLS), and maps a region of the size the
 // server announces. Call Start to begin.
+//
+// A handler made by Dial resumes: when a connection drops during post-copy
+// it dials addr again (same network, same TLS configuration), tells the
+// server which pages it holds and asks again for the pages it was waiting
+// for; see Options.ResumeDeadline.
 func Dial(ctx context.Context, network, addr string, opts Options) (*Handler, error) {
 	opts.setDefaults()
 	var tlsCfg *tls.Config
@@ -41,7 +63,25 @@ func Dial(ctx context.Context, network, addr string, opts Options) (*Handler, er
 			return nil, fmt.Errorf("dial %s: %w", addr, err)
 		}
 	}
-	var d net.Dialer
+	redial := func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: %w", addr, err)
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		if tlsCfg != nil {
+			tc, err := wire.ClientHandshake(ctx, c, tlsCfg, opts.IOTimeout)
+			if err != nil {
+				c.Close()
+				return nil, fmt.Errorf("dial %s: %w", addr, err)
+			}
+			c = tc
+		}
+		return c, nil
+	}
 	conns := make([]net.Conn, 0, 1+opts.BulkStreams)
 	closeAll := func() {
 		for _, c := range conns {
@@ -49,26 +89,14 @@ func Dial(ctx context.Context, network, addr string, opts Options) (*Handler, er
 		}
 	}
 	for range 1 + opts.BulkStreams {
-		c, err := d.DialContext(ctx, network, addr)
+		c, err := redial(ctx)
 		if err != nil {
 			closeAll()
-			return nil, fmt.Errorf("dial %s: %w", addr, err)
-		}
-		if tc, ok := c.(*net.TCPConn); ok && len(conns) == 0 {
-			tc.SetNoDelay(true)
-		}
-		if tlsCfg != nil {
-			tc, err := wire.ClientHandshake(ctx, c, tlsCfg, opts.IOTimeout)
-			if err != nil {
-				c.Close()
-				closeAll()
-				return nil, fmt.Errorf("dial %s: %w", addr, err)
-			}
-			c = tc
+			return nil, err
 		}
 		conns = append(conns, c)
 	}
-	h, err := NewRemote(ctx, conns[0], conns[1:], opts)
+	h, err := newRemote(ctx, conns[0], conns[1:], opts, redial)
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -79,8 +107,13 @@ func Dial(ctx context.Context, network, addr string, opts Options) (*Handler, er
 // NewRemote runs the handshake on connections to one page server, one
 // urgent (demand requests only) and one or more bulk (the background
 // pull), and maps the region. It takes ownership of the connections on
-// success.
+// success. A handler made by NewRemote cannot reconnect: a dropped
+// connection fails the migration (closed, see Handler.Close).
 func NewRemote(ctx context.Context, urgent net.Conn, bulk []net.Conn, opts Options) (*Handler, error) {
+	return newRemote(ctx, urgent, bulk, opts, nil)
+}
+
+func newRemote(ctx context.Context, urgent net.Conn, bulk []net.Conn, opts Options, redial func(context.Context) (net.Conn, error)) (*Handler, error) {
 	opts.setDefaults()
 	if len(bulk) == 0 {
 		return nil, errors.New("no bulk connection")
@@ -89,32 +122,21 @@ func NewRemote(ctx context.Context, urgent net.Conn, bulk []net.Conn, opts Optio
 	if _, err := rand.Read(session[:]); err != nil {
 		return nil, err
 	}
-	r := &remote{digests: make(chan *wire.Digest, 1), session: session}
-	r.urgent = newRConn(urgent, "urgent")
-	for i, c := range bulk {
-		r.bulk = append(r.bulk, newRConn(c, fmt.Sprintf("bulk%d", i)))
-	}
-	var w *wire.Welcome
-	features := wire.FeatureZeroPages | wire.FeaturePageHashes
+	r := &remote{digests: make(chan *wire.Digest, 1), session: session, redial: redial, ep: -1}
+	r.features = wire.FeatureZeroPages | wire.FeaturePageHashes
 	if !opts.NoPush {
-		features |= wire.FeaturePush
+		r.features |= wire.FeaturePush
 	}
-	for _, rc := range r.all() {
-		ch := uint8(wire.ChannelBulk)
-		if rc == r.urgent {
-			ch = wire.ChannelUrgent
-		}
-		wel, err := rc.handshake(ctx, &wire.Hello{
-			VersionMin: wire.Version, VersionMax: wire.Version,
-			Features: features,
-			Channel:  ch, Session: session, Client: ClientName,
-		}, opts.IOTimeout)
+	l := newLink(1, urgent, bulk)
+	var w *wire.Welcome
+	for _, rc := range l.all() {
+		wel, err := rc.handshake(ctx, r.hello(rc, false), opts.IOTimeout)
 		if err != nil {
 			return nil, err
 		}
 		if w == nil {
 			w = wel
-		} else if wel.PageSize != w.PageSize || !slices.Equal(wel.Regions, w.Regions) {
+		} else if !sameLayout(w, wel) {
 			return nil, fmt.Errorf("handshake (%s): this connection reached a server with another layout", rc.name)
 		}
 	}
@@ -143,31 +165,84 @@ func NewRemote(ctx context.Context, urgent net.Conn, bulk []net.Conn, opts Optio
 	if w.Features&wire.FeaturePush != 0 && opts.ProbeEvery > 0 {
 		h.stage = newStaging(opts.ProbeEvery, opts.ProbeExpiry)
 	}
-	for _, rc := range r.all() {
+	for _, rc := range l.all() {
 		rc.r.SetPageSize(int(w.PageSize))
 	}
-	r.ufd = -1
-	if sc, ok := urgent.(syscall.Conn); ok {
+	if _, ok := urgent.(syscall.Conn); ok {
 		// The fault loop reads the urgent connection itself, in the same
 		// epoll as the userfaultfd: a demand reply is installed by the
-		// thread that sent the request, with no goroutine hand-off.
-		raw, err := sc.SyscallConn()
-		if err == nil {
-			var derr error
-			err = raw.Control(func(fd uintptr) { r.ufd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
-			if err == nil {
-				err = derr
-			}
-		}
-		if err != nil {
+		// thread that sent the request, with no goroutine hand-off. It
+		// polls an epoll of its own (r.ep) that holds the current urgent
+		// descriptor, so that a resumed connection can take its place.
+		r.fdMode = true
+		if r.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 			h.discard()
-			return nil, fmt.Errorf("urgent connection descriptor: %w", err)
+			return nil, fmt.Errorf("urgent connection epoll: %w", err)
 		}
-		r.ufr = newFDReader(r.ufd)
+		if err := r.attachFD(l); err != nil {
+			unix.Close(r.ep)
+			h.discard()
+			return nil, err
+		}
 	}
+	r.cur = l
 	h.fetch = r
-	h.stats.connsOpen.Store(int64(len(r.all())))
+	h.stats.connsOpen.Store(int64(len(l.all())))
 	return h, nil
+}
+
+// hello is the Hello for connection rc; resume marks a reconnection.
+func (r *remote) hello(rc *rconn, resume bool) *wire.Hello {
+	ch := uint8(wire.ChannelBulk)
+	if !rc.bulk {
+		ch = wire.ChannelUrgent
+	}
+	return &wire.Hello{
+		VersionMin: wire.Version, VersionMax: wire.Version,
+		Features: r.features,
+		Channel:  ch, Session: r.session, Client: ClientName, Resume: resume,
+	}
+}
+
+func sameLayout(a, b *wire.Welcome) bool {
+	return a.PageSize == b.PageSize && slices.Equal(a.Regions, b.Regions)
+}
+
+// attachFD duplicates l's urgent descriptor for the fault loop and adds it
+// to r.ep.
+func (r *remote) attachFD(l *link) error {
+	raw, err := l.urgent.c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return fmt.Errorf("urgent connection descriptor: %w", err)
+	}
+	var derr error
+	fd := -1
+	if err := raw.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return fmt.Errorf("urgent connection descriptor: %w", err)
+	}
+	if derr != nil {
+		return fmt.Errorf("urgent connection descriptor: %w", derr)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+	if err := unix.EpollCtl(r.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("urgent connection epoll: %w", err)
+	}
+	l.fdMu.Lock()
+	l.ufd, l.ufr = fd, newFDReader(fd)
+	l.fdMu.Unlock()
+	return nil
+}
+
+// detachFD takes l's descriptor out of r.ep and closes it.
+func (r *remote) detachFD(l *link) {
+	l.fdMu.Lock()
+	defer l.fdMu.Unlock()
+	if l.ufd >= 0 {
+		unix.EpollCtl(r.ep, unix.EPOLL_CTL_DEL, l.ufd, nil)
+		unix.Close(l.ufd)
+		l.ufd = -1
+	}
 }
 
 // Welcome returns what the server said in the handshake, for a handler made
@@ -197,8 +272,8 @@ type rconn struct {
 	pullDone  bool   // no page was left to request
 }
 
-func newRConn(c net.Conn, name string) *rconn {
-	return &rconn{c: c, name: name, r: wire.NewReader(c), w: wire.NewWriter(c), done: make(chan struct{})}
+func newRConn(c net.Conn, name string, bulk bool) *rconn {
+	return &rconn{c: c, name: name, bulk: bulk, r: wire.NewReader(c), w: wire.NewWriter(c), done: make(chan struct{})}
 }
 
 func (rc *rconn) handshake(ctx context.Context, hello *wire.Hello, timeout time.Duration) (*wire.Welcome, error) {
@@ -246,25 +321,111 @@ func (rc *rconn) send(m wire.Message, timeout time.Duration) error {
 	return rc.w.Flush()
 }
 
-type remote struct {
-	h       *Handler
-	session [16]byte
-	region  wire.Region
-	welcome *wire.Welcome
-	urgent  *rconn
-	bulk    []*rconn
-	nextID  atomic.Uint64
-	digests chan *wire.Digest
-	closing atomic.Bool
-	once    sync.Once
+// link is one set of connections to the server, one urgent and one or more
+// bulk: the first from Dial, then one per resume.
+type link struct {
+	gen    uint64
+	urgent *rconn
+	bulk   []*rconn
+	// lost is set once, by whoever first sees one of the link's
+	// connections fail; the link is then closed whole.
+	lost atomic.Bool
+	// lostCh is closed when lost is set by a loss that starts a resume.
+	lostCh chan struct{}
+	// loops counts the link's receive loop goroutines.
+	loops sync.WaitGroup
 
-	// ufd is a duplicate of the urgent connection's descriptor that the
-	// fault loop reads (-1 when the connection has none: then a receive
-	// loop goroutine reads it). ufr frames what it reads.
-	ufd int
-	ufr *fdReader
+	// fdMu guards ufd against a close racing a shutdown: ufd is a
+	// duplicate of the urgent connection's descriptor that the fault loop
+	// reads (-1 when none), ufr frames what it reads.
+	fdMu sync.Mutex
+	ufd  int
+	ufr  *fdReader
+}
+
+func newLink(gen uint64, urgent net.Conn, bulk []net.Conn) *link {
+	l := &link{gen: gen, urgent: newRConn(urgent, "urgent", false), ufd: -1, lostCh: make(chan struct{})}
+	for i, c := range bulk {
+		l.bulk = append(l.bulk, newRConn(c, fmt.Sprintf("bulk%d", i), true))
+	}
+	return l
+}
+
+// all returns every connection, urgent first.
+func (l *link) all() []*rconn { return append([]*rconn{l.urgent}, l.bulk...) }
+
+// closeConns closes every connection of l; the fault loop's duplicate of
+// the urgent descriptor is shut down, so that the server sees the
+// connection end and the fault loop reads its end.
+func (l *link) closeConns() {
+	for _, rc := range l.all() {
+		rc.c.Close()
+	}
+	l.fdMu.Lock()
+	if l.ufd >= 0 {
+		unix.Shutdown(l.ufd, unix.SHUT_RDWR)
+	}
+	l.fdMu.Unlock()
+}
+
+// connLost wraps an error that ended a connection's byte stream (the peer
+// closed or reset it, a read or write failed, the server said Bye before
+// the end) as opposed to one about what it carried (a malformed frame, a
+// hash mismatch, an Error from the server). Only connLost is resumed.
+type connLost struct{ err error }
+
+func (e *connLost) Error() string { return e.err.Error() }
+func (e *connLost) Unwrap() error { return e.err }
+
+func lostf(format string, args ...any) error { return &connLost{fmt.Errorf(format, args...)} }
+
+// readFailed classifies a read error: a *wire.Error (a frame that does not
+// decode) is about the data, anything else about the connection.
+func readFailed(name string, err error) error {
+	var werr *wire.Error
+	if errors.As(err, &werr) {
+		return fmt.Errorf("%s connection: %w", name, err)
+	}
+	if serverGone(err) {
+		return lostf("%s connection: %w (%w)", name, ErrServerGone, err)
+	}
+	return lostf("%s connection: %w", name, err)
+}
+
+type remote struct {
+	h        *Handler
+	session  [16]byte
+	features uint64
+	region   wire.Region
+	welcome  *wire.Welcome
+	nextID   atomic.Uint64
+	digests  chan *wire.Digest
+	closing  atomic.Bool
+	once     sync.Once
+	// redial opens one connection to the server, TLS included (nil: the
+	// handler cannot resume).
+	redial func(context.Context) (net.Conn, error)
+
+	// cur is the link in use. The fault loop (or finish, once it has
+	// stopped) replaces it, under linkMu; other goroutines read it under
+	// linkMu. pending is a resumed link waiting for the fault loop.
+	linkMu  sync.Mutex
+	cur     *link
+	pending *link
+	// down is set while cur is lost and a resume is under way: demand
+	// requests are not sent (the pages stay in stateDemand and are asked
+	// for again on the resumed link).
+	down   atomic.Bool
+	downAt atomic.Int64 // nanotime of the loss
+
+	// fdMode: the fault loop reads the urgent connection itself through
+	// ep, an epoll holding the current link's duplicate descriptor (the
+	// fault loop's poller watches ep). Without it (net.Pipe, TLS) a
+	// receive loop goroutine reads the urgent connection.
+	fdMode bool
+	ep     int
 	// pendingDemand counts demand requests whose last reply frame has not
-	// been read. Only used when ufd >= 0, where the fault loop alone both
+	// been read. Only used in fdMode, where the fault loop alone both
 	// sends requests and reads replies.
 	pendingDemand int
 	// wakes are the runs installed from the urgent connection whose waiters
@@ -272,68 +433,321 @@ type remote struct {
 	wakes []wakeRange
 }
 
-func (r *remote) awaiting() bool { return r.ufd >= 0 && r.pendingDemand > 0 }
+func (r *remote) awaiting() bool { return r.fdMode && r.pendingDemand > 0 && !r.down.Load() }
 
-// all returns every connection, urgent first.
-func (r *remote) all() []*rconn { return append([]*rconn{r.urgent}, r.bulk...) }
+// link returns the current link.
+func (r *remote) link() *link {
+	r.linkMu.Lock()
+	defer r.linkMu.Unlock()
+	return r.cur
+}
 
-func (r *remote) start(ctx context.Context) {
-	for i, rc := range r.bulk {
-		rc.bulk = true
+func (r *remote) start(ctx context.Context) { r.startLoops(r.cur) }
+
+// startLoops spreads l's bulk streams over the region and starts the
+// receive loops of l: one per bulk connection, and one for the urgent
+// connection unless the fault loop reads it.
+func (r *remote) startLoops(l *link) {
+	for i, rc := range l.bulk {
 		// Spread the streams' starting points over the region.
-		rc.cursor = r.h.npages * uint64(i) / uint64(len(r.bulk))
+		rc.cursor = r.h.npages * uint64(i) / uint64(len(l.bulk))
 	}
-	for _, rc := range r.all() {
+	for _, rc := range l.all() {
 		kind := kindDemand
 		if rc.bulk {
 			kind = kindBackground
-		} else if r.ufd >= 0 {
-			continue // the fault loop reads it
+		} else if r.fdMode {
+			close(rc.done) // the fault loop reads it
+			continue
 		}
 		r.h.wg.Add(1)
+		l.loops.Add(1)
 		go func() {
 			defer r.h.wg.Done()
+			defer l.loops.Done()
 			defer close(rc.done)
 			if err := r.recvLoop(rc, kind); err != nil {
-				r.h.fail(err)
+				if err = r.linkLost(l, err); err != nil {
+					r.h.fail(err)
+				}
 			}
 		}()
 	}
 }
 
+// linkLost handles the failure err of one of l's connections. A failure
+// of the connection itself (connLost) on a handler that can redial starts
+// a resume, once per link, and linkLost returns nil; so does any failure
+// on a link already lost or during the final goodbye. Anything else is
+// returned: it fails the migration.
+func (r *remote) linkLost(l *link, err error) error {
+	if r.closing.Load() {
+		return nil
+	}
+	var cl *connLost
+	if !errors.As(err, &cl) {
+		return err
+	}
+	if !l.lost.CompareAndSwap(false, true) {
+		return nil // seen already
+	}
+	h := r.h
+	if r.redial == nil || h.opts.ResumeDeadline < 0 || h.ctx == nil {
+		return err
+	}
+	r.downAt.Store(nanotime())
+	r.down.Store(true)
+	close(l.lostCh)
+	h.stats.linkLosses.Add(1)
+	h.stats.connsOpen.Store(0)
+	h.opts.Logger.Info("connection to the page server lost: resuming", "err", err,
+		"missing", h.npages-h.resident.Load(), "deadline", h.opts.ResumeDeadline)
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		r.resume(l, err)
+	}()
+	return nil
+}
+
+// resume closes the lost link l, waits for its receive loops, and dials
+// the server again with backoff until a new link is up (handed to the fault
+// loop, which adopts it) or Options.ResumeDeadline has passed since the
+// loss (the migration fails with ErrResumeDeadline).
+func (r *remote) resume(l *link, cause error) {
+	h := r.h
+	lostAt := time.Now()
+	deadline := lostAt.Add(h.opts.ResumeDeadline)
+	l.closeConns()
+	l.loops.Wait()
+	backoff := resumeBackoffMin
+	last := cause
+	for attempt := 1; ; attempt++ {
+		if h.ctx.Err() != nil || r.closing.Load() {
+			return
+		}
+		nl, err := r.dialLink(l.gen+1, len(l.bulk), deadline)
+		if err == nil {
+			r.linkMu.Lock()
+			if r.closing.Load() {
+				r.linkMu.Unlock()
+				nl.closeConns()
+				r.detachFD(nl)
+				return
+			}
+			r.pending = nl
+			r.linkMu.Unlock()
+			h.opts.Logger.Info("reconnected to the page server", "attempts", attempt, "after", time.Since(lostAt))
+			h.poll.Wake()
+			return
+		}
+		if errors.Is(err, errLayout) {
+			h.fail(fmt.Errorf("resume: %w", err))
+			return
+		}
+		last = err
+		h.opts.Logger.Debug("reconnect failed", "attempt", attempt, "err", err)
+		wait := min(backoff, time.Until(deadline))
+		if wait <= 0 {
+			missing := h.npages - h.resident.Load() - uint64(h.stagedCount())
+			h.fail(fmt.Errorf("%w: no connection to the page server for %v (%d attempts), %d of %d pages still missing; lost: %w; last attempt: %v",
+				ErrResumeDeadline, time.Since(lostAt).Round(time.Millisecond), attempt, missing, h.npages, cause, last))
+			return
+		}
+		select {
+		case <-time.After(wait):
+		case <-h.ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, resumeBackoffMax)
+	}
+}
+
+// dialLink opens a link of the same shape as the first and runs the
+// handshake with Hello.Resume on each connection, within deadline and
+// Options.IOTimeout.
+func (r *remote) dialLink(gen uint64, bulk int, deadline time.Time) (*link, error) {
+	h := r.h
+	ctx, cancel := context.WithDeadline(h.ctx, deadline)
+	defer cancel()
+	ctx, cancel2 := context.WithTimeout(ctx, h.opts.IOTimeout)
+	defer cancel2()
+	n := 1 + bulk
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := r.redial(ctx)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, err
+		}
+		conns = append(conns, c)
+	}
+	nl := newLink(gen, conns[0], conns[1:])
+	for _, rc := range nl.all() {
+		w, err := rc.handshake(ctx, r.hello(rc, true), h.opts.IOTimeout)
+		if err == nil && !sameLayout(w, r.welcome) {
+			err = fmt.Errorf("%w: page size %d and %d regions, was %d and %d", errLayout, w.PageSize, len(w.Regions), r.welcome.PageSize, len(r.welcome.Regions))
+		}
+		if err != nil {
+			nl.closeConns()
+			return nil, err
+		}
+		rc.r.SetPageSize(h.pageSize)
+	}
+	if r.fdMode {
+		if err := r.attachFD(nl); err != nil {
+			nl.closeConns()
+			return nil, err
+		}
+	}
+	return nl, nil
+}
+
+// maintain adopts a resumed link if one is waiting. The fault loop calls
+// it before it blocks.
+func (r *remote) maintain() error {
+	r.linkMu.Lock()
+	nl := r.pending
+	r.pending = nil
+	r.linkMu.Unlock()
+	if nl == nil {
+		return nil
+	}
+	return r.adopt(nl)
+}
+
+// adopt makes nl the current link. It runs on the fault loop (or, once the
+// fault loop has stopped, in finish): the old link's receive loops have
+// ended, so nothing else changes page states. Pages requested on the old
+// link and not installed are claimed again: background ones become missing
+// (the pull asks for them again), demand and announced-pushed ones are
+// asked for again on the urgent connection, after Resident frames that tell
+// the server what the target holds.
+func (r *remote) adopt(nl *link) error {
+	h := r.h
+	old := r.cur
+	if err := r.wakePending(); err != nil {
+		return err
+	}
+	if r.fdMode {
+		r.detachFD(old)
+	}
+	r.pendingDemand = 0
+	var again []uint64
+	for p := range h.npages {
+		s := &h.state[p]
+		switch s.Load() {
+		case stateBackground:
+			s.CompareAndSwap(stateBackground, stateMissing)
+		case statePushed:
+			// A thread that faulted on an announced page waits for it
+			// without a request of its own.
+			if s.CompareAndSwap(statePushed, stateDemand) {
+				again = append(again, p)
+			}
+		case stateDemand:
+			again = append(again, p)
+		}
+	}
+	r.linkMu.Lock()
+	r.cur = nl
+	r.linkMu.Unlock()
+	err := r.sendResume(nl, again)
+	r.down.Store(false)
+	h.stats.resumes.Add(1)
+	h.stats.reRequested.Add(uint64(len(again)))
+	h.stats.downNanos.Add(uint64(nanotime() - r.downAt.Load()))
+	h.stats.connsOpen.Store(int64(len(nl.all())))
+	h.opts.Logger.Info("resumed", "gen", nl.gen, "requested again", len(again),
+		"missing", h.npages-h.resident.Load(), "down", time.Duration(nanotime()-r.downAt.Load()))
+	r.startLoops(nl)
+	if err != nil {
+		return r.linkLost(nl, lostf("urgent connection: resume: %w", err))
+	}
+	return nil
+}
+
+// sendResume writes the Resident frames (pages installed or staged) and a
+// demand request for each page of again on nl's urgent connection.
+func (r *remote) sendResume(nl *link, again []uint64) error {
+	h := r.h
+	rc := nl.urgent
+	rc.wmu.Lock()
+	defer rc.wmu.Unlock()
+	const span = 8 * wire.MaxResidentBytes
+	bits := make([]byte, (min(h.npages, span)+7)/8)
+	for first := uint64(0); first < h.npages; first += span {
+		n := min(span, h.npages-first)
+		b := bits[:(n+7)/8]
+		clear(b)
+		for i := range n {
+			if s := h.state[first+i].Load(); s == stateResident || s == stateStaged {
+				b[i/8] |= 1 << (i % 8)
+			}
+		}
+		if err := rc.w.WriteMessage(&wire.Resident{Region: r.region.ID, First: first, Bits: b, Done: first+n == h.npages}); err != nil {
+			return err
+		}
+	}
+	for _, p := range again {
+		h.demandStart[p].Store(nanotime())
+		req := wire.Request{ReqID: r.nextID.Add(1), Region: r.region.ID, Page: p, Count: 1, Priority: wire.PriorityDemand}
+		if err := rc.w.WriteMessage(&req); err != nil {
+			return err
+		}
+		if r.fdMode {
+			r.pendingDemand++
+		}
+	}
+	rc.c.SetWriteDeadline(time.Now().Add(h.opts.IOTimeout))
+	return rc.w.Flush()
+}
+
 // demand queues a demand request; the fault loop calls flush after a batch.
+// While the link is down nothing is sent: the page stays in stateDemand and
+// adopt asks for it on the resumed link.
 func (r *remote) demand(page uint64) error {
+	if r.down.Load() {
+		return nil
+	}
+	l := r.cur
 	req := wire.Request{ReqID: r.nextID.Add(1), Region: r.region.ID, Page: page, Count: 1, Priority: wire.PriorityDemand}
-	if r.ufd >= 0 {
+	if r.fdMode {
 		r.pendingDemand++ // the fault loop will read the reply itself
 	}
-	r.urgent.wmu.Lock()
-	defer r.urgent.wmu.Unlock()
-	if err := r.urgent.w.WriteMessage(&req); err != nil {
-		return fmt.Errorf("send demand request: %w", err)
+	l.urgent.wmu.Lock()
+	defer l.urgent.wmu.Unlock()
+	if err := l.urgent.w.WriteMessage(&req); err != nil {
+		return r.linkLost(l, lostf("send demand request: %w", err))
 	}
 	return nil
 }
 
 func (r *remote) flush() error {
-	r.urgent.wmu.Lock()
-	defer r.urgent.wmu.Unlock()
+	if r.down.Load() {
+		return nil
+	}
+	l := r.cur
+	l.urgent.wmu.Lock()
+	defer l.urgent.wmu.Unlock()
 	// Reports ride along with demand requests; alone they wait until a few
 	// have gathered, so that a well-predicted workload, which touches its
 	// probes without demand faults, does not wake the server for each.
-	for more := r.urgent.w.Buffered() > 0 || r.h.reportsPending() >= reportBatch; more; {
+	for more := l.urgent.w.Buffered() > 0 || r.h.reportsPending() >= reportBatch; more; {
 		var used, unused []uint64
 		used, unused, more = r.h.takeReports()
 		if len(used)+len(unused) == 0 {
 			break
 		}
-		if err := r.urgent.w.WriteMessage(&wire.Feedback{Region: r.region.ID, Used: used, Unused: unused}); err != nil {
-			return fmt.Errorf("send feedback: %w", err)
+		if err := l.urgent.w.WriteMessage(&wire.Feedback{Region: r.region.ID, Used: used, Unused: unused}); err != nil {
+			return r.linkLost(l, lostf("send feedback: %w", err))
 		}
 	}
-	r.urgent.c.SetWriteDeadline(time.Now().Add(r.h.opts.IOTimeout))
-	if err := r.urgent.w.Flush(); err != nil {
-		return fmt.Errorf("send demand requests: %w", err)
+	l.urgent.c.SetWriteDeadline(time.Now().Add(r.h.opts.IOTimeout))
+	if err := l.urgent.w.Flush(); err != nil {
+		return r.linkLost(l, lostf("send demand requests: %w", err))
 	}
 	return nil
 }
@@ -375,7 +789,7 @@ func (r *remote) pullMore(rc *rconn) error {
 		err := rc.w.WriteMessage(&req)
 		rc.wmu.Unlock()
 		if err != nil {
-			return fmt.Errorf("%s connection: send background request: %w", rc.name, err)
+			return lostf("%s connection: send background request: %w", rc.name, err)
 		}
 		rc.inflight++
 		sent = true
@@ -387,7 +801,7 @@ func (r *remote) pullMore(rc *rconn) error {
 	defer rc.wmu.Unlock()
 	rc.c.SetWriteDeadline(time.Now().Add(h.opts.IOTimeout))
 	if err := rc.w.Flush(); err != nil {
-		return fmt.Errorf("%s connection: send background requests: %w", rc.name, err)
+		return lostf("%s connection: send background requests: %w", rc.name, err)
 	}
 	return nil
 }
@@ -406,10 +820,7 @@ func (r *remote) recvLoop(rc *rconn, kind pageKind) error {
 			if r.closing.Load() {
 				return nil
 			}
-			if serverGone(err) {
-				return fmt.Errorf("%s connection: %w (%w)", rc.name, ErrServerGone, err)
-			}
-			return fmt.Errorf("%s connection: %w", rc.name, err)
+			return readFailed(rc.name, err)
 		}
 		if stop, err := r.handle(rc, kind, m); stop || err != nil {
 			return err
@@ -423,10 +834,10 @@ func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, er
 	h := r.h
 	switch m := m.(type) {
 	case *wire.Pages:
-		if err := r.install(m, kind, rc == r.urgent && r.ufd >= 0); err != nil {
+		if err := r.install(m, kind, !rc.bulk && r.fdMode); err != nil {
 			return false, err
 		}
-		if rc == r.urgent && r.ufd >= 0 && m.Last() && r.pendingDemand > 0 {
+		if !rc.bulk && r.fdMode && m.Last() && r.pendingDemand > 0 {
 			r.pendingDemand--
 		}
 		if rc.bulk && m.Last() && !m.Pushed() {
@@ -439,13 +850,13 @@ func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, er
 			}
 		}
 	case *wire.Push:
-		if rc != r.urgent || m.Region != r.region.ID {
+		if rc.bulk || m.Region != r.region.ID {
 			return false, fmt.Errorf("%s connection: unexpected push notice for region %d", rc.name, m.Region)
 		}
 		if err := h.announce(m); err != nil {
 			return false, fmt.Errorf("%s connection: %w", rc.name, err)
 		}
-		if r.ufd >= 0 {
+		if r.fdMode {
 			r.pendingDemand++ // keep the fault loop polling until the push is in
 		}
 	case *wire.Digest:
@@ -459,7 +870,7 @@ func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, er
 		if r.closing.Load() {
 			return true, nil
 		}
-		return false, fmt.Errorf("%s connection: server said bye (%q) with %d of %d pages resident: %w",
+		return false, lostf("%s connection: server said bye (%q) with %d of %d pages resident: %w",
 			rc.name, m.Reason, h.resident.Load(), h.npages, ErrServerGone)
 	default:
 		return false, fmt.Errorf("%s connection: unexpected %v from server", rc.name, m.Type())
@@ -468,23 +879,49 @@ func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, er
 }
 
 // pollFD returns the descriptor the fault loop must watch besides the
-// userfaultfd: the urgent connection's.
-func (r *remote) pollFD() int { return r.ufd }
+// userfaultfd: the epoll holding the urgent connection's.
+func (r *remote) pollFD() int {
+	if !r.fdMode {
+		return -1
+	}
+	return r.ep
+}
 
 // readable reads and handles every complete frame on the urgent
-// connection; the fault loop calls it when the descriptor is readable.
+// connection; the fault loop calls it when the descriptor is readable. A
+// lost connection starts a resume (linkLost) and is taken out of the
+// fault loop's epoll.
 func (r *remote) readable() error {
-	_, err := r.drainUrgent()
+	l := r.cur
+	_, err := r.drainUrgent(l)
+	if err == nil {
+		return nil
+	}
+	werr := r.wakePending() // pages installed before the failure
+	var cl *connLost
+	if errors.As(err, &cl) || l.lost.Load() {
+		r.detachFD(l)
+	}
+	if err = r.linkLost(l, err); err == nil {
+		err = werr
+	}
 	return err
 }
 
-// drainUrgent reads the urgent descriptor until it would block, handling
+// drainUrgent reads l's urgent descriptor until it would block, handling
 // each frame. stop is true once the connection ended normally.
-func (r *remote) drainUrgent() (stop bool, err error) {
+func (r *remote) drainUrgent(l *link) (stop bool, err error) {
+	l.fdMu.Lock()
+	ufr := l.ufr
+	closed := l.ufd < 0
+	l.fdMu.Unlock()
+	if closed {
+		return false, nil
+	}
 	for {
-		got, ferr := r.ufr.fill()
+		got, ferr := ufr.fill()
 		for {
-			body, err := r.ufr.next()
+			body, err := ufr.next()
 			if err != nil {
 				return false, fmt.Errorf("urgent connection: %w", err)
 			}
@@ -498,7 +935,7 @@ func (r *remote) drainUrgent() (stop bool, err error) {
 			if err != nil {
 				return false, fmt.Errorf("urgent connection: %w", err)
 			}
-			if stop, err := r.handle(r.urgent, kindDemand, m); stop || err != nil {
+			if stop, err := r.handle(l.urgent, kindDemand, m); stop || err != nil {
 				return stop, err
 			}
 		}
@@ -507,12 +944,12 @@ func (r *remote) drainUrgent() (stop bool, err error) {
 			if r.closing.Load() {
 				return true, nil
 			}
-			return false, fmt.Errorf("urgent connection: %w (%w)", ErrServerGone, ferr)
+			return false, lostf("urgent connection: %w (%w)", ErrServerGone, ferr)
 		case ferr != nil:
 			if r.closing.Load() {
 				return true, nil
 			}
-			return false, fmt.Errorf("urgent connection: %w", ferr)
+			return false, lostf("urgent connection: %w", ferr)
 		case !got:
 			return false, nil
 		}
@@ -560,19 +997,32 @@ func (r *remote) install(m *wire.Pages, kind pageKind, deferWake bool) error {
 	return h.installDataMode(m.Page, int(m.Count), m.Data, kind, deferWake)
 }
 
-// finish verifies the region if asked and closes both connections with Bye.
+// finish verifies the region if asked and closes the connections with
+// Bye. The fault loop has stopped: a link lost now (only local probes were
+// left, or a connection dropped while the digest was on its way) is
+// adopted here once a resume brings it, and the digest asked for again.
+// Every page is resident by now, so a connection that fails during the
+// goodbye fails nothing.
 func (r *remote) finish(ctx context.Context) error {
 	h := r.h
-	if h.opts.Verify {
-		req := wire.DigestRequest{ReqID: r.nextID.Add(1), Region: r.region.ID}
-		if err := r.bulk[0].send(&req, h.opts.IOTimeout); err != nil {
-			return fmt.Errorf("request digest: %w", err)
+	var l *link
+	for {
+		if err := r.awaitLink(ctx); err != nil {
+			return err
 		}
-		var d *wire.Digest
-		select {
-		case d = <-r.digests:
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for the digest: %w", ctx.Err())
+		l = r.cur
+		if !h.opts.Verify {
+			break
+		}
+		d, err := r.digest(ctx, l)
+		if err != nil {
+			if err = r.linkLost(l, err); err != nil {
+				return err
+			}
+			continue // lost: resumed, ask again
+		}
+		if d == nil {
+			continue // lost while waiting
 		}
 		if d.Algorithm != wire.DigestXXH3Over64 {
 			return fmt.Errorf("server digest uses algorithm %d, want %d", d.Algorithm, wire.DigestXXH3Over64)
@@ -580,40 +1030,98 @@ func (r *remote) finish(ctx context.Context) error {
 		if got := RegionDigest(h.mem, h.pageSize); got != d.Sum {
 			return fmt.Errorf("region digest %x, the server's %x: %w", got, d.Sum, ErrHashMismatch)
 		}
+		break
 	}
 	r.closing.Store(true)
-	for _, rc := range r.all() {
+	for _, rc := range l.all() {
 		if err := rc.send(&wire.Bye{Reason: "complete"}, h.opts.IOTimeout); err != nil {
-			return fmt.Errorf("%s connection: bye: %w", rc.name, err)
+			h.opts.Logger.Info("bye not sent", "conn", rc.name, "err", err)
 		}
 	}
 	// The server answers Bye and closes; the receive loops end on either.
 	// The fault loop has stopped, so the urgent descriptor is read here.
-	if r.ufd >= 0 {
-		if err := r.awaitUrgentBye(ctx); err != nil {
-			return err
+	if r.fdMode {
+		if err := r.awaitUrgentBye(ctx, l); err != nil {
+			h.opts.Logger.Info("no bye from the server", "conn", "urgent", "err", err)
 		}
 	}
-	for _, rc := range r.bulk {
+	for _, rc := range l.bulk {
 		select {
 		case <-rc.done:
 		case <-ctx.Done():
-			return fmt.Errorf("%s connection: waiting for the server's bye: %w", rc.name, ctx.Err())
+			h.opts.Logger.Info("no bye from the server", "conn", rc.name, "err", ctx.Err())
 		}
 	}
 	r.close()
 	return nil
 }
 
-// awaitUrgentBye reads the urgent descriptor until the server's Bye or
-// the end of the connection.
-func (r *remote) awaitUrgentBye(ctx context.Context) error {
-	pfd := []unix.PollFd{{Fd: int32(r.ufd), Events: unix.POLLIN}}
+// awaitLink waits, once the fault loop has stopped, until no resume is
+// under way, adopting the resumed link.
+func (r *remote) awaitLink(ctx context.Context) error {
+	h := r.h
+	for r.down.Load() {
+		r.linkMu.Lock()
+		nl := r.pending
+		r.pending = nil
+		r.linkMu.Unlock()
+		if nl != nil {
+			if err := r.adopt(nl); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case <-h.failed:
+			return h.failure()
+		case <-ctx.Done():
+			return fmt.Errorf("waiting to reconnect after every page arrived: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// digest asks for the region's digest on l and waits for it; nil without
+// an error when l was lost meanwhile.
+func (r *remote) digest(ctx context.Context, l *link) (*wire.Digest, error) {
+	h := r.h
+	req := wire.DigestRequest{ReqID: r.nextID.Add(1), Region: r.region.ID}
+	if err := l.bulk[0].send(&req, h.opts.IOTimeout); err != nil {
+		return nil, lostf("request digest: %w", err)
+	}
+	for {
+		select {
+		case d := <-r.digests:
+			if d.ReqID != req.ReqID {
+				continue // an answer to a request of a lost link
+			}
+			return d, nil
+		case <-l.lostCh:
+			return nil, nil
+		case <-h.failed:
+			return nil, h.failure()
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the digest: %w", ctx.Err())
+		}
+	}
+}
+
+// awaitUrgentBye reads l's urgent descriptor until the server's Bye or the
+// end of the connection.
+func (r *remote) awaitUrgentBye(ctx context.Context, l *link) error {
+	l.fdMu.Lock()
+	fd := l.ufd
+	l.fdMu.Unlock()
+	if fd < 0 {
+		return nil
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	for ctx.Err() == nil {
 		if _, err := unix.Poll(pfd, 100); err != nil && err != unix.EINTR {
 			return fmt.Errorf("urgent connection: poll: %w", err)
 		}
-		stop, err := r.drainUrgent()
+		stop, err := r.drainUrgent(l)
 		if err != nil || stop {
 			return err
 		}
@@ -644,20 +1152,32 @@ func (r *remote) wakePending() error {
 	return nil
 }
 
-// release closes the urgent descriptor's duplicate; the fault loop must
-// have stopped.
+// release closes the descriptors the fault loop used; the fault loop and
+// every resume must have stopped.
 func (r *remote) release() {
-	if r.ufd >= 0 {
-		unix.Close(r.ufd)
-		r.ufd = -1
+	if !r.fdMode {
+		return
+	}
+	r.detachFD(r.cur)
+	if r.ep >= 0 {
+		unix.Close(r.ep)
+		r.ep = -1
 	}
 }
 
+// close closes the current link and a resumed one not yet adopted, and
+// keeps any resume from handing over another.
 func (r *remote) close() {
 	r.once.Do(func() {
+		r.linkMu.Lock()
 		r.closing.Store(true)
-		for _, rc := range r.all() {
-			rc.c.Close()
+		l, p := r.cur, r.pending
+		r.pending = nil
+		r.linkMu.Unlock()
+		l.closeConns()
+		if p != nil {
+			p.closeConns()
+			r.detachFD(p)
 		}
 		r.h.stats.connsOpen.Store(0)
 	})

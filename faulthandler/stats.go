@@ -82,6 +82,10 @@ type counters struct {
 	precopyDropped  atomic.Uint64
 	pages           [numKinds]atomic.Uint64
 	serviceTime     histogram
+	linkLosses      atomic.Uint64
+	resumes         atomic.Uint64
+	reRequested     atomic.Uint64
+	downNanos       atomic.Uint64
 }
 
 // Stats is a snapshot of a Handler's counters.
@@ -121,6 +125,15 @@ type Stats struct {
 	PageSize           int
 	Complete           bool
 	Failed             bool // the migration failed, or the handler was closed before it finished (Wait returns why)
+	// LinkLosses counts the times the connections to the server were lost
+	// during post-copy; Resumes the times they were opened again and the
+	// migration resumed; ReRequested the demand requests asked again on a
+	// resumed connection (pages in flight when the connection dropped);
+	// DownTime the total time from a loss to its resume.
+	LinkLosses  uint64
+	Resumes     uint64
+	ReRequested uint64
+	DownTime    time.Duration
 }
 
 // Stats returns the handler's counters.
@@ -157,6 +170,10 @@ func (h *Handler) Stats() Stats {
 		PageSize:           h.pageSize,
 		Complete:           isClosed(h.complete),
 		Failed:             isClosed(h.failed),
+		LinkLosses:         h.stats.linkLosses.Load(),
+		Resumes:            h.stats.resumes.Load(),
+		ReRequested:        h.stats.reRequested.Load(),
+		DownTime:           time.Duration(h.stats.downNanos.Load()),
 	}
 	s.BytesReceived = s.DemandBytes + s.BackgroundBytes + s.PushedBytes
 	if end := h.ended.Load(); end != 0 {

@@ -46,14 +46,17 @@ type conn struct {
 	features uint64
 	hello    *wire.Hello
 	sess     *session // the migration's shared push state (with Prefetch)
-	push     bool     // push after demand replies: urgent channel, FeaturePush negotiated
-	demand   chan job
-	pushq    chan job // rests of pushes, served after demand and before background
-	bg       chan job
-	ctrl     chan wire.Message // the receive loop's last word: an *wire.Error or a *wire.Bye
-	fatal    atomic.Bool       // set before an *wire.Error goes to ctrl: abort background work
-	gone     chan struct{}     // closed by the receive loop when the peer left without a last word
-	sendDone chan struct{}     // closed when the send loop has finished
+	// byeReceived: the target said Bye (receive loop only; read after it
+	// ends): its session need not linger.
+	byeReceived bool
+	push        bool // push after demand replies: urgent channel, FeaturePush negotiated
+	demand      chan job
+	pushq       chan job // rests of pushes, served after demand and before background
+	bg          chan job
+	ctrl        chan wire.Message // the receive loop's last word: an *wire.Error or a *wire.Bye
+	fatal       atomic.Bool       // set before an *wire.Error goes to ctrl: abort background work
+	gone        chan struct{}     // closed by the receive loop when the peer left without a last word
+	sendDone    chan struct{}     // closed when the send loop has finished
 
 	// wmu is held by whichever loop writes: the send loop around every job
 	// and its last frame, the receive loop when it serves a demand request
@@ -115,7 +118,7 @@ func (c *conn) serve() {
 	}
 	ok := c.handshake()
 	if c.sess != nil {
-		defer c.s.releaseSession(c.sess)
+		defer func() { c.s.releaseSession(c.sess, c.byeReceived) }()
 	}
 	if !ok {
 		return
@@ -282,7 +285,11 @@ func (c *conn) handshake() bool {
 		tc.SetWriteBuffer(bulkSendBuffer)
 	}
 	c.log = c.log.With("session", fmt.Sprintf("%x", hello.Session), "channel", hello.Channel)
-	c.log.Debug("hello", "client", hello.Client, "features", hello.Features)
+	c.log.Debug("hello", "client", hello.Client, "features", hello.Features, "resume", hello.Resume)
+	if hello.Resume {
+		c.s.stats.resumes.Add(1)
+		c.log.Info("target resumes", "client", hello.Client)
+	}
 	welcome := &wire.Welcome{
 		Version:  wire.Version,
 		Features: c.features,
@@ -413,7 +420,26 @@ func (c *conn) recvLoop() {
 				}
 			}
 			c.sess.feedback(c.s, m)
+		case *wire.Resident:
+			if !c.hello.Resume || c.hello.Channel != wire.ChannelUrgent {
+				c.fail(&wire.Error{Code: wire.CodeProtocol, Message: "resident outside a resumed urgent connection"})
+				return
+			}
+			pages, ok := c.s.pages[m.Region]
+			if !ok {
+				c.fail(&wire.Error{Code: wire.CodeUnknownRegion, Message: fmt.Sprintf("resident for region %d, which is not served", m.Region)})
+				return
+			}
+			if err := checkResident(m, pages); err != nil {
+				c.fail(err)
+				return
+			}
+			c.s.stats.residentFrames.Add(1)
+			if c.sess != nil {
+				c.sess.resident(c.s, m)
+			}
 		case *wire.Bye:
+			c.byeReceived = true
 			c.log.Debug("bye from client", "reason", m.Reason)
 			c.fail(&wire.Bye{Reason: "bye"})
 			return
@@ -429,6 +455,20 @@ func (c *conn) recvLoop() {
 			return
 		}
 	}
+}
+
+// checkResident checks that a Resident frame's set bits name pages of a
+// region of pages pages (bits past the end are padding and must be clear).
+func checkResident(m *wire.Resident, pages uint64) *wire.Error {
+	if m.First >= pages {
+		return &wire.Error{Code: wire.CodeOutOfRange, Message: fmt.Sprintf("resident from page %d, outside a region of %d pages", m.First, pages)}
+	}
+	for i := pages - m.First; i < m.Pages(); i++ {
+		if m.Has(i) {
+			return &wire.Error{Code: wire.CodeOutOfRange, Message: fmt.Sprintf("resident marks page %d, outside a region of %d pages", m.First+i, pages)}
+		}
+	}
+	return nil
 }
 
 // serveInline serves a demand request on the receive loop itself when the

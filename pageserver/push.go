@@ -61,9 +61,19 @@ func (p *Prefetch) check() error {
 
 // session is the push state the connections of one migration share (the
 // Hello's session token): per region, a predictor and what was sent.
+//
+// A session outlives a dropped connection: when its last connection ends
+// without the target's Bye it is kept for Options.SessionLinger, so that a
+// target that reconnects and resumes (Hello.Resume) finds its predictor, its
+// push window and its pushed-page record again. What the dead connections
+// had in flight (queued requests, the rest of a push) died with them; the
+// record of pages sent is reset from the target's Resident frames.
 type session struct {
 	id   [wire.SessionLen]byte
 	refs int // connections using it; guarded by Server.sessMu
+	// expiry forgets a session whose connections all dropped; guarded by
+	// Server.sessMu.
+	expiry *time.Timer
 
 	mu      sync.Mutex
 	regions map[uint32]*pushState
@@ -85,6 +95,7 @@ type bitset []uint64
 func newBitset(n uint64) bitset    { return make(bitset, (n+63)/64) }
 func (b bitset) has(i uint64) bool { return b[i>>6]&(1<<(i&63)) != 0 }
 func (b bitset) set(i uint64)      { b[i>>6] |= 1 << (i & 63) }
+func (b bitset) clear(i uint64)    { b[i>>6] &^= 1 << (i & 63) }
 func (b bitset) testAndSet(i uint64) bool {
 	w, m := &b[i>>6], uint64(1)<<(i&63)
 	was := *w&m != 0
@@ -102,15 +113,59 @@ func (s *Server) acquireSession(id [wire.SessionLen]byte) *session {
 		ss = &session{id: id, regions: make(map[uint32]*pushState)}
 		s.sessions[id] = ss
 	}
+	if ss.expiry != nil {
+		ss.expiry.Stop()
+		ss.expiry = nil
+	}
 	ss.refs++
 	return ss
 }
 
-func (s *Server) releaseSession(ss *session) {
+// releaseSession drops a connection's reference. With the last one the
+// session is forgotten at once if the target said Bye (done) or lingering is
+// off, else after Options.SessionLinger unless a connection takes it again.
+func (s *Server) releaseSession(ss *session, done bool) {
 	s.sessMu.Lock()
 	defer s.sessMu.Unlock()
-	if ss.refs--; ss.refs == 0 {
+	if ss.refs--; ss.refs > 0 {
+		return
+	}
+	if done || s.opts.SessionLinger < 0 {
 		delete(s.sessions, ss.id)
+		return
+	}
+	ss.expiry = time.AfterFunc(s.opts.SessionLinger, func() {
+		s.sessMu.Lock()
+		defer s.sessMu.Unlock()
+		if ss.refs == 0 && s.sessions[ss.id] == ss {
+			delete(s.sessions, ss.id)
+		}
+	})
+}
+
+// Sessions returns the number of push sessions the server holds, lingering
+// ones included.
+func (s *Server) Sessions() int {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	return len(s.sessions)
+}
+
+// resident applies a resuming target's Resident frame: the pages it covers
+// are sent exactly when the target holds them, so a page that was pushed or
+// requested on a dead connection and never arrived may be pushed again. The
+// caller checked the region and the range.
+func (ss *session) resident(s *Server, m *wire.Resident) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	st := ss.state(s, m.Region)
+	end := min(m.First+m.Pages(), s.pages[m.Region])
+	for p := m.First; p < end; p++ {
+		if m.Has(p - m.First) {
+			st.sent.set(p)
+		} else {
+			st.sent.clear(p)
+		}
 	}
 }
 

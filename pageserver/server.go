@@ -20,6 +20,7 @@ const (
 	defaultWriteTimeout     = 10 * time.Second
 	defaultHandshakeTimeout = 5 * time.Second
 	defaultName             = "pagewarp-pageserver"
+	defaultSessionLinger    = 2 * time.Minute
 
 	// serverFeatures are the feature bits this server implements; it offers
 	// wire.FeaturePush too when Options.Prefetch names a predictor.
@@ -72,6 +73,12 @@ type Options struct {
 	// Prefetch makes the server push the pages a predictor expects next
 	// after each demand reply, to targets that negotiate wire.FeaturePush.
 	Prefetch Prefetch
+	// SessionLinger is how long a push session (a predictor, its push
+	// window and the record of pages sent, shared by a target's connections)
+	// is kept after its last connection dropped without the target's Bye,
+	// for the target to reconnect and resume (wire.Hello.Resume). Default
+	// 2 minutes; negative forgets a session with its last connection.
+	SessionLinger time.Duration
 	// Precopy, when set, takes the pre-copy streams (wire.ChannelPrecopy)
 	// of a target: the server offers wire.FeaturePrecopy and hands each
 	// such connection over after the handshake. Without it a pre-copy
@@ -117,6 +124,11 @@ type Stats struct {
 	// Options.ProbeEvery).
 	PushReportedUsed   uint64
 	PushReportedUnused uint64
+	// Resumes counts connections opened again by a target resuming its
+	// post-copy after a drop (Hello.Resume); ResidentFrames the Resident
+	// frames they sent.
+	Resumes        uint64
+	ResidentFrames uint64
 	// PredictCalls counts predictor consultations (one per demand fault with
 	// pushing on); PredictTime is their total time, locks included.
 	PredictCalls uint64
@@ -131,6 +143,7 @@ type counters struct {
 	errors                                     [wire.NumCodes]atomic.Uint64
 	pushes, pushedPages, pushUsed, pushUnused  atomic.Uint64
 	predictCalls, predictNanos                 atomic.Uint64
+	resumes, residentFrames                    atomic.Uint64
 }
 
 // Server serves pages from a Source to targets, one connection per channel. See the package
@@ -196,6 +209,9 @@ func New(src Source, opts Options) *Server {
 	}
 	if opts.UrgentSpin == 0 {
 		opts.UrgentSpin = 200 * time.Microsecond
+	}
+	if opts.SessionLinger == 0 {
+		opts.SessionLinger = defaultSessionLinger
 	}
 	s := &Server{
 		src:       src,
@@ -383,6 +399,8 @@ func (s *Server) Stats() Stats {
 		PushReportedUnused:  s.stats.pushUnused.Load(),
 		PredictCalls:        s.stats.predictCalls.Load(),
 		PredictTime:         time.Duration(s.stats.predictNanos.Load()),
+		Resumes:             s.stats.resumes.Load(),
+		ResidentFrames:      s.stats.residentFrames.Load(),
 	}
 	for i := range st.Requests {
 		st.Requests[i] = s.stats.requests[i].Load()
