@@ -12,8 +12,10 @@ import (
 )
 
 // TestBenchQEMU runs a small `bench qemu`: one pattern, plain and proxy-ppm, a 32 MiB guest
-// region. The JSON carries issue 7's keys, both migrations completed with the destination's
-// memory verified, and the report folder holds the table, runs, JSON and both charts.
+// region, and a short reliability run (two proxied migrations, the second with
+// postcopy-preempt). The JSON carries issue 7's keys, every migration completed with the
+// destination's memory verified, and the report folder holds the table, runs, JSON and both
+// charts.
 func TestBenchQEMU(t *testing.T) {
 	if _, err := launch.Binary(); err != nil {
 		t.Skipf("qemu-system-x86_64 not installed (%v): run `make deps-qemu` (as root)", err)
@@ -27,12 +29,20 @@ func TestBenchQEMU(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "report")
 	if err := run(ctx, &stdout, &stderr, []string{"bench", "qemu", "--json", "--patterns", "sequential",
 		"--modes", "plain,proxy-ppm", "--memory", "64MiB", "--region", "32MiB", "--precopy", "300ms",
-		"--settle", "100ms", "--run-timeout", "90s", "--out", out}); err != nil {
+		"--settle", "100ms", "--run-timeout", "90s", "--reliability", "2", "--out", out}); err != nil {
 		t.Fatalf("bench qemu: %v\n%s", err, stderr.String())
 	}
 	var rep struct {
-		Results []map[string]any `json:"results"`
-		Setup   map[string]any   `json:"setup"`
+		Results     []map[string]any `json:"results"`
+		Setup       map[string]any   `json:"setup"`
+		Reliability struct {
+			Migrations, Completed, Paused, Failed int
+			Verified                              int `json:"memory_verified"`
+			Runs                                  []struct {
+				Mode    string
+				Preempt bool
+			}
+		} `json:"reliability"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("%v: %s", err, stdout.String())
@@ -59,6 +69,10 @@ func TestBenchQEMU(t *testing.T) {
 		if r["postcopy_seconds"].(float64) <= 0 {
 			t.Errorf("%v: post-copy lasted %v s", r["mode"], r["postcopy_seconds"])
 		}
+	}
+	if rel := rep.Reliability; rel.Migrations != 2 || rel.Completed != 2 || rel.Verified != 2 || len(rel.Runs) != 2 ||
+		rel.Runs[0].Mode != "proxy-ppm" || rel.Runs[0].Preempt || !rel.Runs[1].Preempt {
+		t.Errorf("reliability %+v, want 2 ppm migrations completed and verified, the second with preempt\n%s", rel, stderr.String())
 	}
 	if rep.Setup["region_pages"] != float64(8192) || rep.Setup["mem_mib"] != float64(64) {
 		t.Errorf("setup %v", rep.Setup)
