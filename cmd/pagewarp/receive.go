@@ -44,6 +44,8 @@ type receiveSummary struct {
 	BytesReceived   uint64  `json:"bytes_received"`
 	ServiceP50us    float64 `json:"demand_service_p50_us"`
 	ServiceP99us    float64 `json:"demand_service_p99_us"`
+	Resumes         uint64  `json:"resumes"`
+	ResumeSeconds   float64 `json:"resume_seconds"`
 	Verified        bool    `json:"verified"`
 	TouchThreads    int     `json:"touch_threads,omitempty"`
 	TouchSeconds    float64 `json:"touch_seconds,omitempty"`
@@ -68,6 +70,7 @@ type receiveOpts struct {
 	pullChunk    int
 	pullWindow   int
 	bulkStreams  int
+	resumeWait   time.Duration // Options.ResumeDeadline (0: default; negative: no resume)
 	asJSON       bool
 	traceOut     string // write the demand-fault sequence here (trace record)
 	metricsAddr  string // serve the fault handler's metrics here ("": off)
@@ -130,6 +133,9 @@ the host of --connect) or with --insecure.
 	f.IntVar(&o.pullChunk, "pull-chunk", 0, "pages per background request (0: default 512, at most 1024)")
 	f.IntVar(&o.pullWindow, "pull-window", 0, "background requests in flight per bulk connection (0: default 2)")
 	f.IntVar(&o.bulkStreams, "bulk-streams", 0, "bulk connections for the pull, each installing on its own (0: default 3)")
+	f.DurationVar(&o.resumeWait, "resume-deadline", faulthandler.DefaultResumeDeadline,
+		"how long to keep reconnecting to the server after a connection drops (threads on missing pages wait meanwhile); "+
+			"past it the migration fails, naming the missing pages; negative: fail at the first drop")
 	f.BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", metricsAddrUsage)
 	f.Lookup("insecure").Usage = "connect to a non-loopback server without TLS, and allow a non-loopback --metrics-addr"
@@ -157,7 +163,8 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 		return nil, err
 	}
 	opts := faulthandler.Options{TLS: tlsConfig, Verify: o.verify, NoPull: o.noPull, NoPush: o.noPush, ProbeEvery: o.probeEvery, Spin: o.spin, Logger: g.logger(),
-		PullChunk: o.pullChunk, PullWindow: o.pullWindow, BulkStreams: o.bulkStreams, RecordFaults: o.traceOut != ""}
+		PullChunk: o.pullChunk, PullWindow: o.pullWindow, BulkStreams: o.bulkStreams, RecordFaults: o.traceOut != "",
+		ResumeDeadline: o.resumeWait}
 	if o.region >= 0 {
 		r := uint32(o.region)
 		opts.Region = &r
@@ -190,13 +197,14 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 	if reg != nil {
 		reg.MustRegister(metrics.NewFaultHandlerCollector(h, prometheus.Labels{"region": strconv.FormatUint(uint64(h.RegionID()), 10)}))
 	}
-	// After a failure the region must not be unmapped under the threads
-	// still blocked on missing pages (they would crash with SIGSEGV): the
-	// process exits with the error instead, and never reads a wrong page.
-	failed := false
+	// After a failure Close keeps the region registered: the touch threads
+	// blocked on missing pages stay blocked (never woken to a zero page)
+	// until the command returns its error and the process exits. Only a
+	// complete region is released.
+	complete := false
 	defer func() {
-		if !failed {
-			h.Close()
+		h.Close()
+		if complete {
 			h.Release()
 		}
 	}()
@@ -244,9 +252,9 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 	close(stopLine)
 	<-lineDone
 	if err != nil {
-		failed = o.touchThreads > 0
 		return nil, fmt.Errorf("migration failed with %d of %d pages resident: %w", h.Resident(), h.Pages(), err)
 	}
+	complete = true
 	st := h.Stats()
 	sum := &receiveSummary{
 		Server:          o.connect,
@@ -268,6 +276,8 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 		BytesReceived:   st.BytesReceived,
 		ServiceP50us:    float64(st.ServiceP50.Nanoseconds()) / 1e3,
 		ServiceP99us:    float64(st.ServiceP99.Nanoseconds()) / 1e3,
+		Resumes:         st.Resumes,
+		ResumeSeconds:   st.DownTime.Seconds(),
 		Verified:        o.verify,
 	}
 	sum.Gbps = float64(sum.Bytes) / st.Elapsed.Seconds() / 1e9
@@ -319,6 +329,9 @@ func printReceive(w io.Writer, s *receiveSummary, asJSON bool) error {
 	}
 	if s.DemandRequests > 0 {
 		fmt.Fprintf(w, "  demand service time (request sent to page installed): p50 %.1f µs, p99 %.1f µs\n", s.ServiceP50us, s.ServiceP99us)
+	}
+	if s.Resumes > 0 {
+		fmt.Fprintf(w, "  resumed:    %d times after the connection dropped, %.3fs without a connection in all\n", s.Resumes, s.ResumeSeconds)
 	}
 	if s.TouchThreads > 0 {
 		pattern := "every page in random order"
