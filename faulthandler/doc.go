@@ -21,10 +21,21 @@
 //     woken by the one install. A fault on a page already requested by the
 //     background pull is upgraded to one demand request on the urgent
 //     connection, so it never waits behind bulk data.
-//   - Fail closed: when the migration fails (source gone, bad hash, protocol
-//     error) the faulting threads stay blocked, Wait returns the error, and
-//     Close unmaps the region before it closes the userfaultfd, so a thread
-//     that touches a missing page afterwards gets SIGSEGV, never a zero page.
+//   - Resume: a handler made by Dial whose connections drop during
+//     post-copy redials (same address, same TLS) until
+//     Options.ResumeDeadline, sends the server a bitmap of the pages it
+//     holds (wire.Resident) and asks again for the pages threads wait on.
+//     Installed pages are never requested again; a page in flight may
+//     arrive twice and is installed once (EEXIST).
+//   - Fail closed: when the migration fails (source gone past the resume
+//     deadline, bad hash, protocol error) the faulting threads stay
+//     blocked, Wait returns the error and Failed is closed. The handler
+//     never closes its userfaultfd or unregisters the region while pages
+//     are missing: Close before completion keeps both, so blocked threads
+//     (and later touches of missing pages) stay blocked until the process
+//     ends (OnFailure, ExitOnFailure); Release then replaces the region
+//     with an inaccessible reservation before it closes the userfaultfd,
+//     so they get SIGSEGV. No thread ever reads a page that did not arrive.
 //
 // # Goroutines
 //
@@ -49,5 +60,7 @@
 //
 // None on the fault path: page state is atomic. Handler.mu guards the
 // failure and completion bookkeeping only; rconn.wmu serialises writes to
-// one connection.
+// one connection; remote.linkMu guards the current and the pending link
+// (taken alone); link.fdMu guards the fault loop's duplicate descriptor
+// against a shutdown racing its close.
 package faulthandler
