@@ -510,7 +510,9 @@ func TestMigrate(t *testing.T) {
 			if len(r.Decisions) == 0 || r.Decisions[len(r.Decisions)-1].Reason == "" {
 				t.Errorf("decisions %+v: want the last one with its reason", r.Decisions)
 			}
-			if tl := r.Timeline; tl == nil || len(tl.Rounds) != r.PrecopyRounds || len(tl.Samples) < 2 ||
+			// (After a stop-and-copy the last page is in before the workload
+			// resumes, and post-copy has nothing to sample but its end.)
+			if tl := r.Timeline; tl == nil || len(tl.Rounds) != r.PrecopyRounds || len(tl.Samples) < 1 ||
 				tl.Switch < 0 || tl.Resume < tl.Switch || tl.Complete < tl.Switch {
 				t.Errorf("timeline %+v: want %d rounds, samples, and the switch before the resume and completion", tl, r.PrecopyRounds)
 			} else if last := tl.Samples[len(tl.Samples)-1]; last.Demand != r.DemandFaults {
