@@ -34,7 +34,7 @@ from a JSON an earlier run saved, without running.`,
 	pf := cmd.PersistentFlags()
 	pf.String("out", "", "report folder (default bench-results/SUITE-TIMESTAMP)")
 	pf.Bool("no-report", false, "write no report folder")
-	cmd.AddCommand(newBenchFaultsCmd(g), newBenchPrefetchCmd(g), newBenchPrecopyCmd(g), newBenchHybridCmd(g), newBenchQEMUCmd(g))
+	cmd.AddCommand(newBenchFaultsCmd(g), newBenchPrefetchCmd(g), newBenchPrecopyCmd(g), newBenchHybridCmd(g), newBenchQEMUCmd(g), newBenchAllCmd(g))
 	return cmd
 }
 

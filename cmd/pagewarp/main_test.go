@@ -224,6 +224,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"migrate", "--workload", "bogus"}, "unknown mutator"},
 		{[]string{"migrate", "--streams", "0"}, "out of range"},
 		{[]string{"bench", "hybrid", "--policies", "magic"}, "unknown hybrid policy"},
+		{[]string{"bench", "all", "--skip", "everything"}, "--skip everything: want some of faults, prefetch"},
+		{[]string{"bench", "all", "--no-report"}, "--no-report leaves nothing to do"},
+		{[]string{"chaos", "--scenarios", "meteor"}, `scenario "meteor"`},
+		{[]string{"chaos", "--link", "veth:1gbit"}, "needs loopback or shaped"},
+		{[]string{"migrate", "--probe", "soon"}, `--probe "soon"`},
 	} {
 		err := run(context.Background(), io.Discard, io.Discard, c.args)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
