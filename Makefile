@@ -46,10 +46,10 @@ race: deps deps-qemu
 demo: build
 	./$(BIN) demo
 
-# bench prints the figures that docs/benchmarks.md quotes.
-bench: build
-	./$(BIN) bench faults --json
-	./$(BIN) bench precopy --json
+# bench runs every suite (faults, prefetch, precopy, hybrid, qemu; tables, JSON, CSV and plots in
+# bench-results/all-TIMESTAMP/) and the package benchmarks: the figures docs/benchmarks.md quotes.
+bench: build deps-qemu
+	./$(BIN) bench all
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./wire ./pageserver
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./precopy
 	$(GO) test -run '^$$' -bench . ./predictor
