@@ -45,6 +45,9 @@ type ChaosConfig struct {
 	// TrialTimeout bounds a trial; a trial still running then is a hang
 	// (0: 90 s).
 	TrialTimeout time.Duration
+	// ResumeDeadline is the target's time to reconnect to a lost source
+	// (0: 5 s, so that a killed source ends a trial soon).
+	ResumeDeadline time.Duration
 	Log          io.Writer
 }
 
@@ -107,6 +110,10 @@ func Chaos(ctx context.Context, cfg ChaosConfig) (*ChaosReport, error) {
 	if cfg.TrialTimeout <= 0 {
 		cfg.TrialTimeout = 90 * time.Second
 	}
+	if cfg.ResumeDeadline == 0 {
+		cfg.ResumeDeadline = 5 * time.Second
+	}
+	cfg.Spec.ResumeDeadline = cfg.ResumeDeadline
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}

@@ -73,6 +73,10 @@ type MigrateSpec struct {
 	// MetricsSocket, when set, is the unix socket the child serves its
 	// Prometheus metrics on (set by Migrate from MigrateConfig.Metrics).
 	MetricsSocket string `json:"metrics_socket,omitempty"`
+	// ResumeDeadline bounds how long the target tries to reconnect after
+	// losing the source in post-copy (faulthandler.Options.ResumeDeadline;
+	// 0: its default, negative: no resume).
+	ResumeDeadline time.Duration `json:"resume_deadline_ns,omitempty"`
 	// Sample is the target's period for sampling its counters into the
 	// timeline (0: 10 ms).
 	Sample time.Duration `json:"sample_ns,omitempty"`
@@ -563,7 +567,7 @@ func runTarget(ctx context.Context, spec MigrateSpec, rep *TargetReport) error {
 	}()
 	for i := range ms {
 		id := uint32(i)
-		h, err := faulthandler.Dial(dctx, "tcp", spec.Addr, faulthandler.Options{Region: &id})
+		h, err := faulthandler.Dial(dctx, "tcp", spec.Addr, faulthandler.Options{Region: &id, ResumeDeadline: spec.ResumeDeadline})
 		if err != nil {
 			return err
 		}

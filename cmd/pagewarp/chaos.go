@@ -20,6 +20,7 @@ func newChaosCmd(g *globals) *cobra.Command {
 		conns     int
 		window    time.Duration
 		timeout   time.Duration
+		resume    time.Duration
 		asJSON    bool
 	)
 	cmd := &cobra.Command{
@@ -57,7 +58,7 @@ faults; where they land in a migration depends on timing.`,
 			}
 			rep, err := bench.Chaos(cmd.Context(), bench.ChaosConfig{
 				Spec: spec, Argv: argv, Trials: trials, Seed: seed, Scenarios: scenarios, Conns: conns,
-				Window: window, TrialTimeout: timeout, Log: log,
+				Window: window, TrialTimeout: timeout, ResumeDeadline: resume, Log: log,
 			})
 			if err != nil {
 				return err
@@ -89,6 +90,7 @@ faults; where they land in a migration depends on timing.`,
 	fl.IntVar(&conns, "conns", 4, "how many of the target's first connections a fault may pick")
 	fl.DurationVar(&window, "window", 3*time.Second, "timed faults fall within this long after a trial starts")
 	fl.DurationVar(&timeout, "trial-timeout", 90*time.Second, "a trial still running after this long is a hang")
+	fl.DurationVar(&resume, "resume-deadline", 5*time.Second, "how long the target tries to reconnect to a lost source before it fails")
 	fl.BoolVar(&asJSON, "json", false, "print the report as JSON (trial lines on stderr)")
 	return cmd
 }
