@@ -38,9 +38,10 @@ type ChaosConfig struct {
 	// Conns is how many of the target's first connections a fault may
 	// pick (0: 4: the post-copy connections and the pre-copy streams).
 	Conns int
-	// Window is the time span after a trial's start over which timed
-	// faults are spread (0: 3 s): a migration of Spec should take about as
-	// long, so that faults land in every phase.
+	// Window is the time span after a migration's start over which timed
+	// faults are spread (0: measured: a fault-free migration per policy
+	// first, and each policy's trials spread their faults over its
+	// migration time, so that they land in every phase).
 	Window time.Duration
 	// TrialTimeout bounds a trial; a trial still running then is a hang
 	// (0: 90 s).
@@ -48,7 +49,7 @@ type ChaosConfig struct {
 	// ResumeDeadline is the target's time to reconnect to a lost source
 	// (0: 5 s, so that a killed source ends a trial soon).
 	ResumeDeadline time.Duration
-	Log          io.Writer
+	Log            io.Writer
 }
 
 // Outcomes of a trial. Correct and CleanFailure pass; Corrupt and Hang
@@ -62,17 +63,18 @@ const (
 
 // ChaosTrial is one trial.
 type ChaosTrial struct {
-	N        int     `json:"n"`
-	Scenario string  `json:"scenario"`
-	Fault    string  `json:"fault"`
-	Policy   string  `json:"policy"`
-	Fired    int     `json:"fired"` // injected faults that fired (a fault planned after the migration ended does not)
-	Conns    int     `json:"conns"` // connections the target opened through the injector
-	Outcome  string  `json:"outcome"`
-	Detail   string  `json:"detail,omitempty"`
-	Seconds  float64 `json:"seconds"`
-	Passed   bool    `json:"passed"`
-	Downtime float64 `json:"downtime_ms,omitempty"`
+	N         int     `json:"n"`
+	Scenario  string  `json:"scenario"`
+	Fault     string  `json:"fault"`
+	Policy    string  `json:"policy"`
+	Fired     int     `json:"fired"` // injected faults that fired (a fault planned after the migration ended does not)
+	Conns     int     `json:"conns"` // connections the target opened through the injector
+	Outcome   string  `json:"outcome"`
+	Detail    string  `json:"detail,omitempty"`
+	Seconds   float64 `json:"seconds"`           // the trial's, the workload's time before and after included
+	Migration float64 `json:"migration_seconds"` // the migration's, when it ended with a result
+	Passed    bool    `json:"passed"`
+	Downtime  float64 `json:"downtime_ms,omitempty"`
 }
 
 // ChaosReport is the JSON of `pagewarp chaos`.
@@ -80,9 +82,15 @@ type ChaosReport struct {
 	Seed   uint64       `json:"seed"`
 	Trials []ChaosTrial `json:"trials"`
 	Passed int          `json:"passed"`
-	Failed int          `json:"failed"`
+	// FiredTrials counts the trials whose fault struck (one drawn for a
+	// time after the migration ended does not, and tests nothing).
+	FiredTrials int `json:"fired_trials"`
+	Failed      int `json:"failed"`
 	// ByOutcome counts trials per outcome.
 	ByOutcome map[string]int `json:"by_outcome"`
+	// Windows are the spans timed faults were drawn from, per policy, in
+	// seconds.
+	Windows map[string]float64 `json:"windows_s"`
 }
 
 // Chaos runs cfg.Trials migrations, each with one fault drawn from the
@@ -104,9 +112,6 @@ func Chaos(ctx context.Context, cfg ChaosConfig) (*ChaosReport, error) {
 	if cfg.Conns <= 0 {
 		cfg.Conns = 4
 	}
-	if cfg.Window <= 0 {
-		cfg.Window = 3 * time.Second
-	}
 	if cfg.TrialTimeout <= 0 {
 		cfg.TrialTimeout = 90 * time.Second
 	}
@@ -124,14 +129,39 @@ func Chaos(ctx context.Context, cfg ChaosConfig) (*ChaosReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reference run: %w", err)
 	}
-	rep := &ChaosReport{Seed: cfg.Seed, ByOutcome: map[string]int{}}
+	rep := &ChaosReport{Seed: cfg.Seed, ByOutcome: map[string]int{}, Windows: map[string]float64{}}
+	windows := map[string]time.Duration{}
+	for _, p := range chaosPolicies {
+		windows[p] = cfg.Window
+		if cfg.Window > 0 {
+			continue
+		}
+		spec := cfg.Spec
+		spec.Policy = p
+		res, err := Migrate(ctx, MigrateConfig{Spec: spec, Argv: cfg.Argv, Expected: expected})
+		if err != nil {
+			return nil, fmt.Errorf("fault-free migration with %s: %w", p, err)
+		}
+		if !res.ResultOK {
+			return nil, fmt.Errorf("fault-free migration with %s: the result differs from the run without migration", p)
+		}
+		windows[p] = time.Duration(res.TotalSeconds * 1.1 * float64(time.Second))
+		fmt.Fprintf(cfg.Log, "fault-free migration with %-11s %.2fs: timed faults fall within %v of a trial's migration\n",
+			p, res.TotalSeconds, windows[p].Round(time.Millisecond))
+	}
+	for p, w := range windows {
+		rep.Windows[p] = w.Seconds()
+	}
 	for i := range cfg.Trials {
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		t := runChaosTrial(ctx, cfg, i, expected)
+		t := runChaosTrial(ctx, cfg, i, expected, windows)
 		rep.Trials = append(rep.Trials, t)
 		rep.ByOutcome[t.Outcome]++
+		if t.Fired > 0 {
+			rep.FiredTrials++
+		}
 		if t.Passed {
 			rep.Passed++
 		} else {
@@ -161,13 +191,19 @@ func (p chaosPlan) String() string {
 	return strings.Join(s, "; ")
 }
 
-// drawChaos draws trial n's fault from its own generator.
-func drawChaos(cfg ChaosConfig, n int) chaosPlan {
+// chaosPolicy is the policy trial n migrates with.
+func chaosPolicy(cfg ChaosConfig, n int) string {
+	return chaosPolicies[(n/len(cfg.Scenarios))%len(chaosPolicies)]
+}
+
+// drawChaos draws trial n's fault from its own generator; timed faults
+// fall within window of the migration's start.
+func drawChaos(cfg ChaosConfig, n int, window time.Duration) chaosPlan {
 	r := rand.New(rand.NewPCG(cfg.Seed, uint64(n)))
 	// Scenarios take turns, so that every one is tried as often; what and
 	// when within one is drawn.
 	p := chaosPlan{scenario: cfg.Scenarios[n%len(cfg.Scenarios)], kill: -1}
-	when := func() time.Duration { return time.Duration(r.Int64N(int64(cfg.Window))) }
+	when := func() time.Duration { return time.Duration(r.Int64N(int64(max(window, time.Millisecond)))) }
 	conn := func() int { return r.IntN(cfg.Conns) }
 	dir := func() chaosnet.Direction { return chaosnet.Direction(r.IntN(2)) }
 	switch p.scenario {
@@ -204,10 +240,10 @@ func drawChaos(cfg ChaosConfig, n int) chaosPlan {
 	return p
 }
 
-func runChaosTrial(ctx context.Context, cfg ChaosConfig, n int, expected [][16]byte) ChaosTrial {
-	plan := drawChaos(cfg, n)
+func runChaosTrial(ctx context.Context, cfg ChaosConfig, n int, expected [][16]byte, windows map[string]time.Duration) ChaosTrial {
 	spec := cfg.Spec
-	spec.Policy = chaosPolicies[(n/len(cfg.Scenarios))%len(chaosPolicies)]
+	spec.Policy = chaosPolicy(cfg, n)
+	plan := drawChaos(cfg, n, windows[spec.Policy])
 	t := ChaosTrial{N: n + 1, Scenario: plan.scenario, Fault: plan.String(), Policy: spec.Policy}
 	tctx, cancel := context.WithTimeout(ctx, cfg.TrialTimeout)
 	defer cancel()
@@ -286,6 +322,7 @@ func runChaosTrial(ctx context.Context, cfg ChaosConfig, n int, expected [][16]b
 	}
 	if res != nil {
 		t.Downtime = res.DowntimeMs
+		t.Migration = res.TotalSeconds
 	}
 	t.Passed = t.Outcome == OutcomeCorrect || t.Outcome == OutcomeCleanFailure
 	return t

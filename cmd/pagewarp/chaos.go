@@ -33,8 +33,9 @@ the switch or post-copy), the source process killed, a connection stalled for up
 a slow connection, two connections slowed unequally (bytes arrive in another order than
 they were sent across streams), or one bit flipped in a connection's byte stream. A fault
 injector sits between target and source on loopback; the source's side of the link is
-shaped (--link) so that a migration lasts about as long as the window faults are spread
-over.
+shaped (--link) so that a migration lasts long enough to be hit in every phase. Before the
+trials, one fault-free migration per policy measures how long a migration takes, and timed
+faults are drawn within that time (--window sets it instead).
 
 Each trial must end with the workload's result equal to a run without migration
 (correct), or with a clean failure: the target reports an error and its workload is
@@ -72,7 +73,7 @@ faults; where they land in a migration depends on timing.`,
 				for _, o := range []string{bench.OutcomeCorrect, bench.OutcomeCleanFailure, bench.OutcomeCorrupt, bench.OutcomeHang} {
 					by = append(by, fmt.Sprintf("%s %d", o, rep.ByOutcome[o]))
 				}
-				fmt.Fprintf(g.stdout, "\noutcomes: %s\n", strings.Join(by, ", "))
+				fmt.Fprintf(g.stdout, "\noutcomes: %s; the fault struck in %d of %d trials\n", strings.Join(by, ", "), rep.FiredTrials, len(rep.Trials))
 			}
 			fmt.Fprintf(log, "chaos: %d passed, %d failed\n", rep.Passed, rep.Failed)
 			return bench.ErrChaosFailed(rep)
@@ -88,7 +89,7 @@ faults; where they land in a migration depends on timing.`,
 	fl.Uint64Var(&seed, "fault-seed", 1, "seed of the fault draw (--seed is the workload's)")
 	fl.StringSliceVar(&scenarios, "scenarios", nil, "faults to draw from (default: all of "+strings.Join(bench.ChaosScenarios, ", ")+")")
 	fl.IntVar(&conns, "conns", 4, "how many of the target's first connections a fault may pick")
-	fl.DurationVar(&window, "window", 3*time.Second, "timed faults fall within this long after a trial starts")
+	fl.DurationVar(&window, "window", 0, "timed faults fall within this long after a migration starts (0: each policy's fault-free migration time, measured first)")
 	fl.DurationVar(&timeout, "trial-timeout", 90*time.Second, "a trial still running after this long is a hang")
 	fl.DurationVar(&resume, "resume-deadline", 5*time.Second, "how long the target tries to reconnect to a lost source before it fails")
 	fl.BoolVar(&asJSON, "json", false, "print the report as JSON (trial lines on stderr)")
