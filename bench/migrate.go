@@ -329,7 +329,13 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 		return err
 	}
 	for _, s := range senders {
-		if err := s.WaitReady(ctx); err != nil {
+		// The target opens its streams within milliseconds of connecting; one
+		// that never arrives (refused for a bad Hello, a target that died)
+		// must not hold the source forever.
+		wctx, wcancel := context.WithTimeout(ctx, streamsTimeout)
+		err := s.WaitReady(wctx)
+		wcancel()
+		if err != nil {
 			return fmt.Errorf("waiting for the target: %w", err)
 		}
 	}
@@ -443,6 +449,9 @@ func runSource(ctx context.Context, spec MigrateSpec, stdout io.Writer, rep *Sou
 	rep.Demand = st.Requests[0]
 	return nil
 }
+
+// streamsTimeout bounds the wait for the target's pre-copy streams.
+const streamsTimeout = 15 * time.Second
 
 // probe runs Sender.Probe on every sender at once for window and returns
 // their figures, summed (the longest window).
