@@ -97,7 +97,7 @@ type Proxy struct {
 // ForwardBuckets is the number of bounded buckets of the forward-latency histogram: bucket k
 // counts requests forwarded in (2^(k-1), 2^k] µs, bucket 0 those in at most 1 µs, so the upper
 // bounds run 1 µs, 2 µs, 4 µs … 131 ms (2^17 µs); one more bucket counts anything slower. A
-// forward is a read of a frame of at most 516 bytes, a predictor step and one write: a few µs on
+// forward is a read of a frame of at most 516 bytes and one write: a few µs on
 // an idle host, up to ms when QEMU's vCPU threads and the proxy share few cores; beyond 131 ms
 // something is wrong, and the exact figure matters less.
 const ForwardBuckets = 18
@@ -108,8 +108,8 @@ func ForwardBucketBound(k int) time.Duration { return time.Microsecond << k }
 
 // ForwardLatency is the latency the proxy adds to the destination's page requests: for each
 // request, the time from the read that delivered its last byte to the end of the write that
-// forwarded it to the source (the predictions injected behind it, computed before that write,
-// included). Time a request waited in the kernel's socket buffer before the proxy read it is
+// forwarded it to the source, on its own: the predictor's step and the injections come after
+// that write. Time a request waited in the kernel's socket buffer before the proxy read it is
 // not seen.
 type ForwardLatency struct {
 	// Counts[k] counts the requests of bucket k (ForwardBuckets; not cumulative), and
@@ -436,8 +436,17 @@ func (p *Proxy) returnPath(src, dst net.Conn) error {
 				out = append(out, raw...)
 				break
 			}
+			// The real request goes out first, on its own: the predictor's step
+			// (and the injections) must not delay what a vCPU waits for.
 			out, _ = returnpath.AppendReqPagesID(out, m.Start, m.Len, current) // current is 1..255 bytes: it came in a frame
-			out = p.onRequest(out, current, m.Start, m.Len, predicted[:0])
+			if _, err := w.Write(out); err != nil {
+				return err
+			}
+			p.observeForward(time.Since(arrived))
+			if out = p.onRequest(out[:0], current, m.Start, m.Len, predicted[:0]); len(out) == 0 {
+				continue
+			}
+			request = false // forwarded above; what follows are the injections
 		case returnpath.RecvBitmap:
 			if _, err := w.Write(raw); err != nil {
 				return err
