@@ -9,8 +9,9 @@ import (
 	"time"
 )
 
-// upstream is a server that sends want to every connection, then echoes
-// what it receives until EOF.
+// upstream is a server that, once a connection sends its first byte,
+// sends want, then echoes what it receives until EOF. (Waiting for that
+// byte keeps a fault from striking before the client's Dial returned.)
 func upstream(t *testing.T, want []byte) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -26,6 +27,9 @@ func upstream(t *testing.T, want []byte) string {
 			}
 			go func() {
 				defer c.Close()
+				if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+					return
+				}
 				c.Write(want)
 				io.Copy(c, c)
 			}()
@@ -53,6 +57,20 @@ func proxy(t *testing.T, up string, faults ...Fault) *Proxy {
 	return p
 }
 
+// dial connects to p and sends the byte that starts the upstream.
+func dial(t *testing.T, p *Proxy) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte{'g'}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // readN reads until n bytes or an error.
 func readN(c net.Conn, n int) ([]byte, error) {
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -65,13 +83,11 @@ func TestCutAtByte(t *testing.T) {
 	want := payload(200 << 10)
 	p := proxy(t, upstream(t, want), Fault{Kind: Cut, Conn: 1, Dir: Down, At: 100001})
 	// Connection 0 is not faulted.
-	c0, _ := net.Dial("tcp", p.Addr())
-	defer c0.Close()
+	c0 := dial(t, p)
 	if got, err := readN(c0, len(want)); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("connection 0: %d bytes, %v", len(got), err)
 	}
-	c1, _ := net.Dial("tcp", p.Addr())
-	defer c1.Close()
+	c1 := dial(t, p)
 	got, err := readN(c1, len(want))
 	if err == nil || len(got) != 100000 || !bytes.Equal(got, want[:100000]) {
 		t.Fatalf("connection 1: %d bytes (want exactly the 100000 before the cut), err %v", len(got), err)
@@ -84,8 +100,7 @@ func TestCutAtByte(t *testing.T) {
 func TestCorruptFlipsOneBit(t *testing.T) {
 	want := payload(300 << 10)
 	p := proxy(t, upstream(t, want), Fault{Kind: Corrupt, Conn: 0, Dir: Down, At: 200000, Bit: 5})
-	c, _ := net.Dial("tcp", p.Addr())
-	defer c.Close()
+	c := dial(t, p)
 	got, err := readN(c, len(want))
 	if err != nil {
 		t.Fatal(err)
@@ -113,16 +128,14 @@ func TestStallAndDelay(t *testing.T) {
 		Fault{Kind: Stall, Conn: 0, Dir: Down, At: 500, For: 300 * time.Millisecond},
 		Fault{Kind: Delay, Conn: 1, Dir: Up, For: 200 * time.Millisecond})
 	start := time.Now()
-	c0, _ := net.Dial("tcp", p.Addr())
-	defer c0.Close()
+	c0 := dial(t, p)
 	if got, err := readN(c0, len(want)); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("stalled connection: %v", err)
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Fatalf("stall of 300ms took %v", d)
 	}
-	c1, _ := net.Dial("tcp", p.Addr())
-	defer c1.Close()
+	c1 := dial(t, p)
 	readN(c1, len(want))
 	start = time.Now()
 	c1.Write([]byte("ping"))
@@ -136,8 +149,7 @@ func TestStallAndDelay(t *testing.T) {
 
 func TestCutAfterTime(t *testing.T) {
 	p := proxy(t, upstream(t, nil), Fault{Kind: Cut, Conn: 0, Dir: Up, After: 100 * time.Millisecond})
-	c, _ := net.Dial("tcp", p.Addr())
-	defer c.Close()
+	c := dial(t, p)
 	start := time.Now()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil {
