@@ -142,7 +142,7 @@ pull of a region over loopback. The page server is this binary re-run as
 			serve := max(size, int64(samples)*pageSize)
 			serve = (serve + pageSize - 1) / pageSize * pageSize
 			argv, err := exeArgv("serve", "--listen", "127.0.0.1:0", "--demo", strconv.FormatInt(serve, 10),
-				"--demo-seed", strconv.FormatUint(seed, 10), "--demo-zero", "0", "--urgent-spin", serverSpin.String())
+				"--demo-seed", strconv.FormatUint(seed, 10), "--demo-zero", "0", "--urgent-spin", serverSpin.String(), "--predictor", "none")
 			if err != nil {
 				return err
 			}

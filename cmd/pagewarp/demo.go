@@ -54,7 +54,7 @@ last compares prefetching predictors (none, nextn, ppm) on four workloads.`,
 			printReceive(g.stdout, sum, false)
 
 			fmt.Fprintf(g.stdout, "\n== 3. fault latency and pull throughput, side by side\n")
-			fargv, err := exeArgv("serve", "--listen", "127.0.0.1:0", "--demo", strconv.FormatInt(n, 10), "--demo-zero", "0")
+			fargv, err := exeArgv("serve", "--listen", "127.0.0.1:0", "--demo", strconv.FormatInt(n, 10), "--demo-zero", "0", "--predictor", "none")
 			if err != nil {
 				return err
 			}
