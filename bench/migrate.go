@@ -623,9 +623,9 @@ func runTarget(ctx context.Context, spec MigrateSpec, rep *TargetReport) error {
 	if !ok {
 		return errors.New("pre-copy ended without a handover")
 	}
-	var states []MutatorState
-	if err := json.Unmarshal(state, &states); err != nil || len(states) != len(ms) {
-		return fmt.Errorf("workload state from the source: %v (%d states for %d workloads)", err, len(states), len(ms))
+	states, err := decodeHandoverState(state, ms)
+	if err != nil {
+		return err
 	}
 	// The workload runs in this process, next to the fault handler. A
 	// thread that faults on a missing page inside non-preemptible runtime
@@ -755,6 +755,33 @@ func sampleTarget(hs []*faulthandler.Handler, period time.Duration, out *[]Targe
 	return func() {
 		once.Do(func() { close(stop); <-done })
 	}
+}
+
+// decodeHandoverState decodes the workload state the source handed over
+// (JSON: one MutatorState per workload) and checks it against the
+// workloads this target runs: one state per workload, one step count per
+// thread, none past the workload's end. It crossed the network: a state
+// that does not fit is an error, never a panic or a workload resumed wrong.
+func decodeHandoverState(b []byte, ms []*Mutator) ([]MutatorState, error) {
+	var states []MutatorState
+	if err := json.Unmarshal(b, &states); err != nil {
+		return nil, fmt.Errorf("workload state from the source: %w", err)
+	}
+	if len(states) != len(ms) {
+		return nil, fmt.Errorf("workload state from the source: %d states for %d workloads", len(states), len(ms))
+	}
+	for i, st := range states {
+		cfg := ms[i].cfg
+		if len(st.Steps) != cfg.Threads {
+			return nil, fmt.Errorf("workload state from the source: workload %d has %d threads' steps, it runs %d threads", i, len(st.Steps), cfg.Threads)
+		}
+		for t, n := range st.Steps {
+			if cfg.Steps > 0 && n > cfg.Steps {
+				return nil, fmt.Errorf("workload state from the source: workload %d thread %d at step %d, past its last (%d)", i, t, n, cfg.Steps)
+			}
+		}
+	}
+	return states, nil
 }
 
 func sumSteps(s MutatorState) uint64 {
