@@ -26,7 +26,9 @@
 //     Options.ResumeDeadline, sends the server a bitmap of the pages it
 //     holds (wire.Resident) and asks again for the pages threads wait on.
 //     Installed pages are never requested again; a page in flight may
-//     arrive twice and is installed once (EEXIST).
+//     arrive twice and is installed once (EEXIST). A connection that has
+//     replies outstanding and carries no frame for Options.StallTimeout
+//     is lost too (ErrStalled), and resumed the same way.
 //   - Fail closed: when the migration fails (source gone past the resume
 //     deadline, bad hash, protocol error) the faulting threads stay
 //     blocked, Wait returns the error and Failed is closed. The handler
@@ -48,7 +50,10 @@
 // keeps at most Options.PullWindow background requests in flight on its
 // connection. A connection without a descriptor (net.Pipe), or under TLS
 // (Options.TLS: its bytes are records to decrypt), gets a receive loop
-// goroutine for its urgent replies instead.
+// goroutine for its urgent replies instead. A watchdog goroutine wakes
+// every StallTimeout/8 (at most every second) and compares each
+// connection's counts of requests, replies and frames with what it saw
+// before; a resume goroutine runs while a lost link is redialled.
 //
 // A goroutine blocked in a userfaultfd fault keeps its P: the runtime sees it
 // as running. If as many goroutines fault at once as there are Ps, the fault

@@ -46,7 +46,8 @@ func runFailScenario(scenario, addr, end string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	deadline, _ := time.ParseDuration(os.Getenv("PAGEWARP_TEST_RESUME"))
-	h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{NoPull: true, ResumeDeadline: deadline})
+	stall, _ := time.ParseDuration(os.Getenv("PAGEWARP_TEST_STALL")) // 0 (unset): the default
+	h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{NoPull: true, ResumeDeadline: deadline, StallTimeout: stall})
 	if err != nil {
 		fmt.Println("dial:", err)
 		return 1
@@ -59,10 +60,14 @@ func runFailScenario(scenario, addr, end string) int {
 	mem := h.Memory()
 	read := make(chan byte, 2)
 	go func() { read <- loadByte(mem, 5*ps+1) }()
+	t0 := time.Now()
 	werr := h.Wait(ctx)
 	fmt.Printf("wait: %v\n", werr)
-	fmt.Printf("hash mismatch: %v, server gone: %v, resume deadline: %v\n", errors.Is(werr, faulthandler.ErrHashMismatch),
-		errors.Is(werr, faulthandler.ErrServerGone), errors.Is(werr, faulthandler.ErrResumeDeadline))
+	fmt.Printf("failed after: %v\n", time.Since(t0))
+	fmt.Printf("hash mismatch: %v, server gone: %v, resume deadline: %v, stalled: %v\n", errors.Is(werr, faulthandler.ErrHashMismatch),
+		errors.Is(werr, faulthandler.ErrServerGone), errors.Is(werr, faulthandler.ErrResumeDeadline), errors.Is(werr, faulthandler.ErrStalled))
+	st := h.Stats()
+	fmt.Printf("stalls: %d, resumes: %d\n", st.Stalls, st.Resumes)
 	select {
 	case b := <-read:
 		fmt.Printf("BUG: the faulting thread read %#x after the failure\n", b)
@@ -105,11 +110,14 @@ func runFailScenario(scenario, addr, end string) int {
 	return 1
 }
 
-func runFailChild(t *testing.T, scenario, addr, end string, resume time.Duration) (string, string, error) {
+// runFailChild runs scenario in a child; env adds variables
+// (PAGEWARP_TEST_STALL=duration sets Options.StallTimeout).
+func runFailChild(t *testing.T, scenario, addr, end string, resume time.Duration, env ...string) (string, string, error) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envFail+"="+scenario, "PAGEWARP_TEST_ADDR="+addr, "PAGEWARP_TEST_END="+end,
 		"PAGEWARP_TEST_RESUME="+resume.String())
+	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -111,10 +111,26 @@ type Options struct {
 	// (see Dial): faulting threads wait, blocked on their missing pages,
 	// while it dials again with backoff (20 ms doubling to 1 s); past the
 	// deadline the migration fails with ErrResumeDeadline and the number of
-	// pages still missing, and the handler fails closed (see Close).
+	// pages still missing, and the handler fails closed (see Close). The
+	// deadline runs from the loss until a resumed link carries a frame: a
+	// server that takes new connections and then stalls or drops them
+	// before answering anything does not restart it.
 	// Default 30s; negative: no resume, a dropped connection fails the
 	// migration at once.
 	ResumeDeadline time.Duration
+	// StallTimeout bounds how long a connection of a handler made by Dial
+	// or NewRemote may carry no frame while requests on it are unanswered
+	// (demand requests and pushes on the urgent connection, the background
+	// pull's requests on each bulk one): a connection that stops moving
+	// without closing (a peer or middlebox that stopped forwarding, a
+	// server waiting for bytes of a frame that will never come) is then
+	// treated as lost, and the migration resumes as for a drop (see
+	// ResumeDeadline; without resume it fails, wrapping ErrStalled).
+	// Stats.Stalls counts them. A watchdog checks every connection at most
+	// once a second (StallTimeout/8 when that is shorter); the fault path
+	// only counts frames. Default 10s (DefaultStallTimeout); negative: no
+	// stall detection.
+	StallTimeout time.Duration
 	// RecordFaults keeps the page of every demand fault in the order the
 	// fault loop read them (FaultTrace): the first-touch sequence of the
 	// pages the workload reached before the pull did. With NoPull it is
@@ -144,6 +160,9 @@ func (o *Options) setDefaults() {
 	if o.ResumeDeadline == 0 {
 		o.ResumeDeadline = DefaultResumeDeadline
 	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = DefaultStallTimeout
+	}
 	if o.ProbeEvery == 0 {
 		o.ProbeEvery = 8
 	}
@@ -157,6 +176,22 @@ func (o *Options) setDefaults() {
 
 // DefaultResumeDeadline is Options.ResumeDeadline's default.
 const DefaultResumeDeadline = 30 * time.Second
+
+// DefaultStallTimeout is Options.StallTimeout's default. It must never
+// fire on a link that is healthy but slow, where frames keep arriving on
+// every connection that waits for some. The longest healthy gap between
+// two frames on one connection is one frame's transfer at the
+// connection's share of the link: at most 64 pages (256 KiB) per frame,
+// and on a 100 Mbit/s link shared by the urgent and 3 bulk connections,
+// each with its pull window full, about 3 MB/s each: ~85 ms, however
+// deep the socket buffers (queued bytes delay a reply but do not stop
+// frames from arriving). A demand reply queued on the server waits for at
+// most one 64-page chunk of background work. A lossy link adds TCP
+// retransmission timeouts, doubling from 200 ms: five in a row are 6.2 s.
+// 10 s is above all of these, over 100 times the frame gap of a full
+// 100 Mbit/s link, while a stalled link costs the waiting threads 10 s
+// and a reconnection instead of the whole migration.
+const DefaultStallTimeout = 10 * time.Second
 
 // fetcher is where pages come from: a remote server or a local source.
 type fetcher interface {

@@ -33,6 +33,11 @@ var (
 	// connections to the page server and could not resume within
 	// Options.ResumeDeadline. The error says how many pages are missing.
 	ErrResumeDeadline = errors.New("resume deadline passed")
+	// ErrStalled is wrapped by the loss of a connection that carried no
+	// frame for Options.StallTimeout while requests on it were unanswered:
+	// the link is resumed like a dropped one, and a migration that cannot
+	// resume fails with it.
+	ErrStalled = errors.New("connection stalled")
 	// errLayout: a reconnection reached a server with another page size or
 	// region list; resuming there would mix two sources.
 	errLayout = errors.New("reconnected to a server with another layout")
@@ -270,6 +275,18 @@ type rconn struct {
 	cursor    uint64 // where the search for missing pages resumes
 	seenFault uint64 // latestFault when cursor was last moved to it
 	pullDone  bool   // no page was left to request
+
+	// Progress, for the stall watchdog: asked counts the replies expected
+	// (page requests sent, push notices received), answered the frames
+	// flagged last received, frames every frame received. Whoever sends
+	// or reads the connection adds; the watchdog reads.
+	asked, answered, frames atomic.Uint64
+	// The watchdog's own view (watch only): busy while replies were
+	// outstanding at its last check, since when (nanotime) with no new
+	// frame, and the frame count then.
+	wdBusy   bool
+	wdSince  int64
+	wdFrames uint64
 }
 
 func newRConn(c net.Conn, name string, bulk bool) *rconn {
@@ -354,6 +371,17 @@ func newLink(gen uint64, urgent net.Conn, bulk []net.Conn) *link {
 // all returns every connection, urgent first.
 func (l *link) all() []*rconn { return append([]*rconn{l.urgent}, l.bulk...) }
 
+// carried reports whether any connection of l received a frame after the
+// handshake.
+func (l *link) carried() bool {
+	for _, rc := range l.all() {
+		if rc.frames.Load() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // closeConns closes every connection of l; the fault loop's duplicate of
 // the urgent descriptor is shut down, so that the server sees the
 // connection end and the fault loop reads its end.
@@ -417,6 +445,11 @@ type remote struct {
 	// for again on the resumed link).
 	down   atomic.Bool
 	downAt atomic.Int64 // nanotime of the loss
+	// outageAt is the nanotime of the loss that began the current outage:
+	// a link lost before it carried a single frame (a server that accepts
+	// and handshakes, then stalls or closes) does not end the outage, so
+	// ResumeDeadline bounds the time without progress, not one redial.
+	outageAt atomic.Int64
 
 	// fdMode: the fault loop reads the urgent connection itself through
 	// ep, an epoll holding the current link's duplicate descriptor (the
@@ -442,7 +475,83 @@ func (r *remote) link() *link {
 	return r.cur
 }
 
-func (r *remote) start(ctx context.Context) { r.startLoops(r.cur) }
+func (r *remote) start(ctx context.Context) {
+	r.startLoops(r.cur)
+	if d := r.h.opts.StallTimeout; d > 0 {
+		r.h.wg.Add(1)
+		go func() {
+			defer r.h.wg.Done()
+			r.watch(d)
+		}()
+	}
+}
+
+// watch is the stall watchdog: every d/8 (at most a second) it checks the
+// connections of the current link, and declares the link lost (ErrStalled)
+// when one of them has had replies outstanding and received no frame for
+// at least d. It costs the fault path nothing but the counting of frames
+// (rconn.asked, answered, frames): no timer per request, no deadline per
+// read. It ends when every page is resident (what is left to wait for,
+// the digest and the goodbye, is bounded by Options.IOTimeout), on
+// failure, and on Close.
+func (r *remote) watch(d time.Duration) {
+	h := r.h
+	t := time.NewTicker(min(max(d/8, time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-h.complete:
+			return
+		case <-h.failed:
+			return
+		case <-h.ctx.Done():
+			return
+		}
+		if r.down.Load() || r.closing.Load() {
+			continue
+		}
+		l := r.link()
+		if l.lost.Load() {
+			continue
+		}
+		now := nanotime()
+		for _, rc := range l.all() {
+			waiting, quiet := rc.stalled(now)
+			if quiet < d {
+				continue
+			}
+			h.stats.stalls.Add(1)
+			err := lostf("%s connection: %w: no frame for %v with %d replies outstanding",
+				rc.name, ErrStalled, time.Duration(quiet).Round(time.Millisecond), waiting)
+			if err = r.linkLost(l, err); err != nil {
+				h.fail(err)
+			}
+			break
+		}
+	}
+}
+
+// stalled updates the watchdog's view of rc at nanotime now and returns
+// the replies outstanding and for how long rc has carried no frame while
+// some were: 0 unless replies were outstanding at the previous check and
+// no frame arrived since. The quiet time is counted from the first check
+// that saw replies outstanding or the last that saw a new frame, so it
+// never exceeds the true time without a frame while waiting.
+func (rc *rconn) stalled(now int64) (waiting uint64, quiet time.Duration) {
+	answered := rc.answered.Load() // before asked: a reply never runs ahead of its request
+	asked := rc.asked.Load()
+	frames := rc.frames.Load()
+	if asked <= answered {
+		rc.wdBusy = false
+		return 0, 0
+	}
+	if !rc.wdBusy || frames != rc.wdFrames {
+		rc.wdBusy, rc.wdSince, rc.wdFrames = true, now, frames
+		return asked - answered, 0
+	}
+	return asked - answered, time.Duration(now - rc.wdSince)
+}
 
 // startLoops spreads l's bulk streams over the region and starts the
 // receive loops of l: one per bulk connection, and one for the urgent
@@ -495,7 +604,11 @@ func (r *remote) linkLost(l *link, err error) error {
 	if r.redial == nil || h.opts.ResumeDeadline < 0 || h.ctx == nil {
 		return err
 	}
-	r.downAt.Store(nanotime())
+	now := nanotime()
+	r.downAt.Store(now)
+	if r.outageAt.Load() == 0 || l.carried() {
+		r.outageAt.Store(now)
+	}
 	r.down.Store(true)
 	close(l.lostCh)
 	h.stats.linkLosses.Add(1)
@@ -516,7 +629,7 @@ func (r *remote) linkLost(l *link, err error) error {
 // loss (the migration fails with ErrResumeDeadline).
 func (r *remote) resume(l *link, cause error) {
 	h := r.h
-	lostAt := time.Now()
+	lostAt := time.Now().Add(-time.Duration(nanotime() - r.outageAt.Load()))
 	deadline := lostAt.Add(h.opts.ResumeDeadline)
 	l.closeConns()
 	l.loops.Wait()
@@ -697,6 +810,7 @@ func (r *remote) sendResume(nl *link, again []uint64) error {
 		if err := rc.w.WriteMessage(&req); err != nil {
 			return err
 		}
+		rc.asked.Add(1)
 		if r.fdMode {
 			r.pendingDemand++
 		}
@@ -717,6 +831,7 @@ func (r *remote) demand(page uint64) error {
 	if r.fdMode {
 		r.pendingDemand++ // the fault loop will read the reply itself
 	}
+	l.urgent.asked.Add(1) // before the write, which may flush: the reply must not come first
 	l.urgent.wmu.Lock()
 	defer l.urgent.wmu.Unlock()
 	if err := l.urgent.w.WriteMessage(&req); err != nil {
@@ -791,6 +906,7 @@ func (r *remote) pullMore(rc *rconn) error {
 		if err != nil {
 			return lostf("%s connection: send background request: %w", rc.name, err)
 		}
+		rc.asked.Add(1)
 		rc.inflight++
 		sent = true
 	}
@@ -832,10 +948,14 @@ func (r *remote) recvLoop(rc *rconn, kind pageKind) error {
 // connection ended normally (the server's Bye after ours).
 func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, err error) {
 	h := r.h
+	rc.frames.Add(1)
 	switch m := m.(type) {
 	case *wire.Pages:
 		if err := r.install(m, kind, !rc.bulk && r.fdMode); err != nil {
 			return false, err
+		}
+		if m.Last() {
+			rc.answered.Add(1)
 		}
 		if !rc.bulk && r.fdMode && m.Last() && r.pendingDemand > 0 {
 			r.pendingDemand--
@@ -856,6 +976,7 @@ func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, er
 		if err := h.announce(m); err != nil {
 			return false, fmt.Errorf("%s connection: %w", rc.name, err)
 		}
+		rc.asked.Add(1) // its pushed frames end with one flagged last
 		if r.fdMode {
 			r.pendingDemand++ // keep the fault loop polling until the push is in
 		}

@@ -86,6 +86,7 @@ type counters struct {
 	resumes         atomic.Uint64
 	reRequested     atomic.Uint64
 	downNanos       atomic.Uint64
+	stalls          atomic.Uint64
 }
 
 // Stats is a snapshot of a Handler's counters.
@@ -129,11 +130,15 @@ type Stats struct {
 	// during post-copy; Resumes the times they were opened again and the
 	// migration resumed; ReRequested the demand requests asked again on a
 	// resumed connection (pages in flight when the connection dropped);
-	// DownTime the total time from a loss to its resume.
+	// DownTime the total time from a loss to its resume; Stalls the losses
+	// declared because a connection carried nothing for
+	// Options.StallTimeout while replies were outstanding (counted in
+	// LinkLosses too when the handler resumes).
 	LinkLosses  uint64
 	Resumes     uint64
 	ReRequested uint64
 	DownTime    time.Duration
+	Stalls      uint64
 }
 
 // Stats returns the handler's counters.
@@ -174,6 +179,7 @@ func (h *Handler) Stats() Stats {
 		Resumes:            h.stats.resumes.Load(),
 		ReRequested:        h.stats.reRequested.Load(),
 		DownTime:           time.Duration(h.stats.downNanos.Load()),
+		Stalls:             h.stats.stalls.Load(),
 	}
 	s.BytesReceived = s.DemandBytes + s.BackgroundBytes + s.PushedBytes
 	if end := h.ended.Load(); end != 0 {

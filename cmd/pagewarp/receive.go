@@ -46,6 +46,7 @@ type receiveSummary struct {
 	ServiceP99us    float64 `json:"demand_service_p99_us"`
 	Resumes         uint64  `json:"resumes"`
 	ResumeSeconds   float64 `json:"resume_seconds"`
+	Stalls          uint64  `json:"stalls"`
 	Verified        bool    `json:"verified"`
 	TouchThreads    int     `json:"touch_threads,omitempty"`
 	TouchSeconds    float64 `json:"touch_seconds,omitempty"`
@@ -71,6 +72,7 @@ type receiveOpts struct {
 	pullWindow   int
 	bulkStreams  int
 	resumeWait   time.Duration // Options.ResumeDeadline (0: default; negative: no resume)
+	stallTimeout time.Duration // Options.StallTimeout (0: default; negative: no stall detection)
 	asJSON       bool
 	traceOut     string // write the demand-fault sequence here (trace record)
 	metricsAddr  string // serve the fault handler's metrics here ("": off)
@@ -136,6 +138,9 @@ the host of --connect) or with --insecure.
 	f.DurationVar(&o.resumeWait, "resume-deadline", faulthandler.DefaultResumeDeadline,
 		"how long to keep reconnecting to the server after a connection drops (threads on missing pages wait meanwhile); "+
 			"past it the migration fails, naming the missing pages; negative: fail at the first drop")
+	f.DurationVar(&o.stallTimeout, "stall-timeout", faulthandler.DefaultStallTimeout,
+		"treat a connection that carries nothing for this long while replies are outstanding as dropped, and resume "+
+			"(well above the gap between frames of a slow but healthy link); negative: never")
 	f.BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", metricsAddrUsage)
 	f.Lookup("insecure").Usage = "connect to a non-loopback server without TLS, and allow a non-loopback --metrics-addr"
@@ -164,7 +169,7 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 	}
 	opts := faulthandler.Options{TLS: tlsConfig, Verify: o.verify, NoPull: o.noPull, NoPush: o.noPush, ProbeEvery: o.probeEvery, Spin: o.spin, Logger: g.logger(),
 		PullChunk: o.pullChunk, PullWindow: o.pullWindow, BulkStreams: o.bulkStreams, RecordFaults: o.traceOut != "",
-		ResumeDeadline: o.resumeWait}
+		ResumeDeadline: o.resumeWait, StallTimeout: o.stallTimeout}
 	if o.region >= 0 {
 		r := uint32(o.region)
 		opts.Region = &r
@@ -278,6 +283,7 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 		ServiceP99us:    float64(st.ServiceP99.Nanoseconds()) / 1e3,
 		Resumes:         st.Resumes,
 		ResumeSeconds:   st.DownTime.Seconds(),
+		Stalls:          st.Stalls,
 		Verified:        o.verify,
 	}
 	sum.Gbps = float64(sum.Bytes) / st.Elapsed.Seconds() / 1e9
@@ -331,7 +337,8 @@ func printReceive(w io.Writer, s *receiveSummary, asJSON bool) error {
 		fmt.Fprintf(w, "  demand service time (request sent to page installed): p50 %.1f µs, p99 %.1f µs\n", s.ServiceP50us, s.ServiceP99us)
 	}
 	if s.Resumes > 0 {
-		fmt.Fprintf(w, "  resumed:    %d times after the connection dropped, %.3fs without a connection in all\n", s.Resumes, s.ResumeSeconds)
+		fmt.Fprintf(w, "  resumed:    %d times after the connection dropped (%d stalled), %.3fs without a connection in all\n",
+			s.Resumes, s.Stalls, s.ResumeSeconds)
 	}
 	if s.TouchThreads > 0 {
 		pattern := "every page in random order"
