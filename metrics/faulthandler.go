@@ -51,6 +51,7 @@ type faultHandlerCollector struct {
 	precopyInPlace, precopyDropped                          *prometheus.Desc
 	service                                                 *prometheus.Desc
 	connectionsOpen, failed                                 *prometheus.Desc
+	linkLosses, stalls, resumes, reRequested, downTime      *prometheus.Desc
 }
 
 // NewFaultHandlerCollector returns a collector of h's counters (the target
@@ -85,6 +86,11 @@ func NewFaultHandlerCollector(h *faulthandler.Handler, labels prometheus.Labels)
 		service:         d("demand_service_seconds", "Demand service time: from sending a demand request to installing its page (buckets 1.02 µs … 1.07 s)."),
 		connectionsOpen: d("connections_open", "Connections to the source the handler holds open (urgent and bulk); 0 once it has closed them."),
 		failed:          d("failed", "1 once the migration has failed (or the handler was closed before it finished), else 0."),
+		linkLosses:      d("link_losses_total", "Times the connections to the source were lost during post-copy: dropped, or stalled."),
+		stalls:          d("stalls_total", "Losses declared because a connection carried nothing for the stall timeout while replies were outstanding."),
+		resumes:         d("resumes_total", "Times the handler reconnected to the source and resumed the migration after a loss."),
+		reRequested:     d("rerequested_pages_total", "Pages asked for again on a resumed connection: demand requests and pushes in flight when the connection was lost."),
+		downTime:        d("down_seconds_total", "Time from each loss to its resume, added when the resume completes."),
 	}
 }
 
@@ -96,6 +102,7 @@ func (c *faultHandlerCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.pagesInstalled, c.receivedBytes, c.pushNotices, c.pushedReceived,
 		c.probesStaged, c.probesReported, c.precopyInPlace, c.precopyDropped, c.service,
 		c.connectionsOpen, c.failed,
+		c.linkLosses, c.stalls, c.resumes, c.reRequested, c.downTime,
 	} {
 		ch <- d
 	}
@@ -138,6 +145,11 @@ func (c *faultHandlerCollector) Collect(ch chan<- prometheus.Metric) {
 		{c.precopyDropped, counter, float64(st.PrecopyDropped), nil},
 		{c.connectionsOpen, gauge, float64(st.ConnectionsOpen), nil},
 		{c.failed, gauge, boolValue(st.Failed), nil},
+		{c.linkLosses, counter, float64(st.LinkLosses), nil},
+		{c.stalls, counter, float64(st.Stalls), nil},
+		{c.resumes, counter, float64(st.Resumes), nil},
+		{c.reRequested, counter, float64(st.ReRequested), nil},
+		{c.downTime, counter, st.DownTime.Seconds(), nil},
 	} {
 		m.emit(ch)
 	}

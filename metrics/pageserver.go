@@ -15,6 +15,8 @@ type pageServerCollector struct {
 	pagesSent, sentBytes, errors      *prometheus.Desc
 	pushes, pushedPages, pushReported *prometheus.Desc
 	predictCalls, predictSeconds      *prometheus.Desc
+	resumed, residentFrames, sessions *prometheus.Desc
+	tlsRefused                        *prometheus.Desc
 }
 
 // NewPageServerCollector returns a collector of s's counters (the source
@@ -39,6 +41,10 @@ func NewPageServerCollector(s *pageserver.Server, labels prometheus.Labels) prom
 		pushReported:   d("pushed_pages_reported_total", "Pushed pages the targets reported, by result: used (touched) or unused (a sample: one probe per few pushed pages).", "result"),
 		predictCalls:   d("predictor_calls_total", "Predictor consultations, one per demand request with pushing on."),
 		predictSeconds: d("predictor_seconds_total", "Time spent in the predictor, locks included."),
+		resumed:        d("resumed_connections_total", "Connections opened again by a target resuming its post-copy after a loss (Hello with resume)."),
+		residentFrames: d("resident_frames_total", "Resident frames received: resuming targets' bitmaps of the pages they hold."),
+		sessions:       d("sessions", "Push sessions held (a server with a predictor keeps one per migration), those lingering after their connections dropped without Bye included."),
+		tlsRefused:     d("tls_refused_total", "Connections closed because their TLS handshake failed or timed out."),
 	}
 }
 
@@ -47,6 +53,7 @@ func (c *pageServerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.accepted, c.active, c.requests, c.digestRequests, c.pagesSent, c.sentBytes, c.errors,
 		c.pushes, c.pushedPages, c.pushReported, c.predictCalls, c.predictSeconds,
+		c.resumed, c.residentFrames, c.sessions, c.tlsRefused,
 	} {
 		ch <- d
 	}
@@ -74,6 +81,10 @@ func (c *pageServerCollector) Collect(ch chan<- prometheus.Metric) {
 		{c.pushReported, counter, float64(st.PushReportedUnused), []string{"unused"}},
 		{c.predictCalls, counter, float64(st.PredictCalls), nil},
 		{c.predictSeconds, counter, st.PredictTime.Seconds(), nil},
+		{c.resumed, counter, float64(st.Resumes), nil},
+		{c.residentFrames, counter, float64(st.ResidentFrames), nil},
+		{c.sessions, gauge, float64(c.s.Sessions()), nil},
+		{c.tlsRefused, counter, float64(st.TLSRefused), nil},
 	} {
 		m.emit(ch)
 	}
