@@ -49,6 +49,10 @@ type ChaosConfig struct {
 	// ResumeDeadline is the target's time to reconnect to a lost source
 	// (0: 5 s, so that a killed source ends a trial soon).
 	ResumeDeadline time.Duration
+	// StallTimeout is the target's time before a silent connection with
+	// replies outstanding counts as lost (0: 2 s, so that the longer of the
+	// injected stalls, up to 3 s, are caught and resumed, the shorter not).
+	StallTimeout time.Duration
 	Log            io.Writer
 }
 
@@ -119,6 +123,10 @@ func Chaos(ctx context.Context, cfg ChaosConfig) (*ChaosReport, error) {
 		cfg.ResumeDeadline = 5 * time.Second
 	}
 	cfg.Spec.ResumeDeadline = cfg.ResumeDeadline
+	if cfg.StallTimeout == 0 {
+		cfg.StallTimeout = 2 * time.Second
+	}
+	cfg.Spec.StallTimeout = cfg.StallTimeout
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}

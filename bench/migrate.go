@@ -77,6 +77,10 @@ type MigrateSpec struct {
 	// losing the source in post-copy (faulthandler.Options.ResumeDeadline;
 	// 0: its default, negative: no resume).
 	ResumeDeadline time.Duration `json:"resume_deadline_ns,omitempty"`
+	// StallTimeout is how long the target lets a connection with replies
+	// outstanding stay silent before it takes the link as lost and resumes
+	// (faulthandler.Options.StallTimeout; 0: its default, negative: never).
+	StallTimeout time.Duration `json:"stall_timeout_ns,omitempty"`
 	// Sample is the target's period for sampling its counters into the
 	// timeline (0: 10 ms).
 	Sample time.Duration `json:"sample_ns,omitempty"`
@@ -576,7 +580,7 @@ func runTarget(ctx context.Context, spec MigrateSpec, rep *TargetReport) error {
 	}()
 	for i := range ms {
 		id := uint32(i)
-		h, err := faulthandler.Dial(dctx, "tcp", spec.Addr, faulthandler.Options{Region: &id, ResumeDeadline: spec.ResumeDeadline})
+		h, err := faulthandler.Dial(dctx, "tcp", spec.Addr, faulthandler.Options{Region: &id, ResumeDeadline: spec.ResumeDeadline, StallTimeout: spec.StallTimeout})
 		if err != nil {
 			return err
 		}

@@ -21,6 +21,7 @@ func newChaosCmd(g *globals) *cobra.Command {
 		window    time.Duration
 		timeout   time.Duration
 		resume    time.Duration
+		stall     time.Duration
 		asJSON    bool
 	)
 	cmd := &cobra.Command{
@@ -59,7 +60,7 @@ faults; where they land in a migration depends on timing.`,
 			}
 			rep, err := bench.Chaos(cmd.Context(), bench.ChaosConfig{
 				Spec: spec, Argv: argv, Trials: trials, Seed: seed, Scenarios: scenarios, Conns: conns,
-				Window: window, TrialTimeout: timeout, ResumeDeadline: resume, Log: log,
+				Window: window, TrialTimeout: timeout, ResumeDeadline: resume, StallTimeout: stall, Log: log,
 			})
 			if err != nil {
 				return err
@@ -91,6 +92,7 @@ faults; where they land in a migration depends on timing.`,
 	fl.IntVar(&conns, "conns", 4, "how many of the target's first connections a fault may pick")
 	fl.DurationVar(&window, "window", 0, "timed faults fall within this long after a migration starts (0: each policy's fault-free migration time, measured first)")
 	fl.DurationVar(&timeout, "trial-timeout", 90*time.Second, "a trial still running after this long is a hang")
+	fl.DurationVar(&stall, "stall-timeout", 2*time.Second, "how long a target's connection with replies outstanding may stay silent before the target takes the link as lost and resumes")
 	fl.DurationVar(&resume, "resume-deadline", 5*time.Second, "how long the target tries to reconnect to a lost source before it fails")
 	fl.BoolVar(&asJSON, "json", false, "print the report as JSON (trial lines on stderr)")
 	return cmd
