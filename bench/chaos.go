@@ -53,7 +53,7 @@ type ChaosConfig struct {
 	// replies outstanding counts as lost (0: 2 s, so that the longer of the
 	// injected stalls, up to 3 s, are caught and resumed, the shorter not).
 	StallTimeout time.Duration
-	Log            io.Writer
+	Log          io.Writer
 }
 
 // Outcomes of a trial. Correct and CleanFailure pass; Corrupt and Hang
