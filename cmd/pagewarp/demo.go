@@ -134,7 +134,7 @@ last compares prefetching predictors (none, nextn, ppm) on four workloads.`,
 				return err
 			}
 			fmt.Fprintln(g.stdout, "open its README.md for the plots: fault-latency CDFs, demand faults per predictor, bytes per round, a migration timeline")
-			fmt.Fprintln(g.stdout, "\nmore: pagewarp migrate --help; pagewarp bench faults|prefetch|precopy|hybrid --json; docs/architecture.md; docs/benchmarks.md")
+			fmt.Fprintln(g.stdout, "\nmore: pagewarp migrate --help; pagewarp bench faults|prefetch|precopy|hybrid|qemu|all; pagewarp chaos; docs/architecture.md; docs/benchmarks.md")
 			return nil
 		},
 	}

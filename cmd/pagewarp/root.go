@@ -48,7 +48,8 @@ and a background pull brings the rest.
   pagewarp receive --connect 127.0.0.1:7070 --verify
   pagewarp demo                                # both ends on loopback, with a comparison table
   pagewarp migrate --policy adaptive           # live-migrate a running workload between two processes
-  pagewarp bench faults|prefetch|precopy|hybrid --json`,
+  pagewarp bench faults|prefetch|precopy|hybrid|qemu|all   # tables, JSON, CSV and plots in bench-results/
+  pagewarp chaos --trials 100                  # fault injection: every trial correct or a clean failure`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       Version,
