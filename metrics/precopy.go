@@ -2,8 +2,6 @@ package metrics
 
 import (
 	"fmt"
-	"slices"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -33,13 +31,7 @@ type Precopy struct {
 	lastRound, lastDirty, lastBytes, lastDur prometheus.Gauge
 	streams                                  prometheus.Gauge
 
-	decisions         *prometheus.CounterVec
-	decisionInfo      *prometheus.GaugeVec
-	decisionRound     prometheus.Gauge
-	decisionConverged prometheus.Gauge
-
-	mu       sync.Mutex // orders ObserveDecision calls
-	lastInfo []string   // label values of the decision_info series set last; guarded by mu
+	decisions *decisions
 }
 
 // NewPrecopy returns a Precopy whose metrics are registered on reg, each
@@ -71,14 +63,7 @@ func NewPrecopy(reg prometheus.Registerer, labels prometheus.Labels) (*Precopy, 
 		lastBytes:    pg(subsystemPrecopy, "last_round_sent_bytes", "Bytes the last completed round wrote on its streams."),
 		lastDur:      pg(subsystemPrecopy, "last_round_duration_seconds", "Duration of the last completed round."),
 		streams:      pg(subsystemPrecopy, "streams", "Streams the last completed round used."),
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: subsystemHybrid,
-			Name: "decisions_total", Help: "Decisions of the switch policy, by policy and action (continue, stop-and-copy, switch).",
-			ConstLabels: labels}, []string{"policy", "action"}),
-		decisionInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystemHybrid,
-			Name: "decision_info", Help: "The latest decision of the switch policy, with its reason: 1 for that one series.",
-			ConstLabels: labels}, []string{"policy", "action", "reason"}),
-		decisionRound:     pg(subsystemHybrid, "decision_round", "Round the latest decision was taken after (-1: before any round)."),
-		decisionConverged: pg(subsystemHybrid, "decision_converged", "1 unless the latest decision gave up on convergence (e.g. pre-copy after its last round)."),
+		decisions:    newDecisions(labels),
 	}
 	// The kinds are known: start them at 0 so that rate() works from the
 	// first round.
@@ -89,8 +74,12 @@ func NewPrecopy(reg prometheus.Registerer, labels prometheus.Labels) (*Precopy, 
 		p.rounds, p.pages, p.dirty, p.carried, p.rejected, p.sentBytes,
 		p.roundSeconds, p.trackSeconds, p.hashSeconds,
 		p.lastRound, p.lastDirty, p.lastBytes, p.lastDur, p.streams,
-		p.decisions, p.decisionInfo, p.decisionRound, p.decisionConverged,
 	} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register pre-copy metrics: %w", err)
+		}
+	}
+	for _, c := range p.decisions.collectors() {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register pre-copy metrics: %w", err)
 		}
@@ -130,18 +119,5 @@ func (p *Precopy) ObserveDecision(d hybrid.Decision) {
 	if p == nil {
 		return
 	}
-	action := d.Action.String()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.decisions.WithLabelValues(d.Policy, action).Inc()
-	info := []string{d.Policy, action, d.Reason}
-	// Set the new series before deleting the old one, so that a scrape in
-	// between sees a decision (perhaps two) rather than none.
-	p.decisionInfo.WithLabelValues(info...).Set(1)
-	if p.lastInfo != nil && !slices.Equal(p.lastInfo, info) {
-		p.decisionInfo.DeleteLabelValues(p.lastInfo...)
-	}
-	p.lastInfo = info
-	p.decisionRound.Set(float64(d.Round))
-	p.decisionConverged.Set(boolValue(d.Converged))
+	p.decisions.observe(d)
 }

@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,14 +26,10 @@ type QEMUSwitch struct {
 	dirtyRate, syncs, postcopyRequests        prometheus.Gauge
 	status                                    *prometheus.GaugeVec
 
-	decisions         *prometheus.CounterVec
-	decisionInfo      *prometheus.GaugeVec
-	decisionRound     prometheus.Gauge
-	decisionConverged prometheus.Gauge
+	decisions *decisions
 
 	mu         sync.Mutex
-	lastStatus string   // guarded by mu
-	lastInfo   []string // guarded by mu
+	lastStatus string // guarded by mu
 }
 
 // NewQEMUSwitch returns a QEMUSwitch whose metrics are registered on reg, each with the
@@ -61,21 +56,18 @@ func NewQEMUSwitch(reg prometheus.Registerer, labels prometheus.Labels) (*QEMUSw
 		syncs:       g(subsystemQEMUSwitch, "dirty_syncs", "The source's ram.dirty-sync-count in the latest sample: syncs of the dirty bitmap so far."),
 		postcopyRequests: g(subsystemQEMUSwitch, "postcopy_requests", "The source's ram.postcopy-requests in the latest sample (every request message, "+
 			"injected ones too)."),
-		status: gv("status_info", "The source's migration status in the latest sample: 1 for that one series.", "status"),
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: subsystemHybrid,
-			Name: "decisions_total", Help: "Decisions of the switch policy, by policy and action (continue, stop-and-copy, switch).",
-			ConstLabels: labels}, []string{"policy", "action"}),
-		decisionInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystemHybrid,
-			Name: "decision_info", Help: "The latest decision of the switch policy, with its reason: 1 for that one series.",
-			ConstLabels: labels}, []string{"policy", "action", "reason"}),
-		decisionRound:     g(subsystemHybrid, "decision_round", "Round the latest decision was taken after (-1: before any round)."),
-		decisionConverged: g(subsystemHybrid, "decision_converged", "1 unless the latest decision gave up on convergence (e.g. pre-copy after its last round)."),
+		status:    gv("status_info", "The source's migration status in the latest sample: 1 for that one series.", "status"),
+		decisions: newDecisions(labels),
 	}
 	for _, c := range []prometheus.Collector{
 		s.rounds, s.lastDirty, s.lastBytes, s.lastDur, s.lastRemain,
 		s.transferred, s.remaining, s.total, s.bandwidth, s.dirtyRate, s.syncs, s.postcopyRequests, s.status,
-		s.decisions, s.decisionInfo, s.decisionRound, s.decisionConverged,
 	} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register QEMU switch metrics: %w", err)
+		}
+	}
+	for _, c := range s.decisions.collectors() {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register QEMU switch metrics: %w", err)
 		}
@@ -123,16 +115,5 @@ func (s *QEMUSwitch) ObserveDecision(d hybrid.Decision) {
 	if s == nil {
 		return
 	}
-	action := d.Action.String()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.decisions.WithLabelValues(d.Policy, action).Inc()
-	info := []string{d.Policy, action, d.Reason}
-	s.decisionInfo.WithLabelValues(info...).Set(1)
-	if s.lastInfo != nil && !slices.Equal(s.lastInfo, info) {
-		s.decisionInfo.DeleteLabelValues(s.lastInfo...)
-	}
-	s.lastInfo = info
-	s.decisionRound.Set(float64(d.Round))
-	s.decisionConverged.Set(boolValue(d.Converged))
+	s.decisions.observe(d)
 }
