@@ -129,7 +129,7 @@ pull of a region over loopback. The page server is this binary re-run as
 				if err != nil {
 					return err
 				}
-				return finishFaults(g, cmd, res, asJSON)
+				return finishSuite(g, cmd, "faults", res, asJSON)
 			}
 			size, err := bench.ParseSize(pullSize)
 			if err != nil {
@@ -156,7 +156,7 @@ pull of a region over loopback. The page server is this binary re-run as
 			if err != nil {
 				return err
 			}
-			return finishFaults(g, cmd, res, asJSON)
+			return finishSuite(g, cmd, "faults", res, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -169,26 +169,6 @@ pull of a region over loopback. The page server is this binary re-run as
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	f.StringVar(&from, "from", "", "do not run: print (and write the report folder of) the result saved by an earlier --json run")
 	return cmd
-}
-
-// finishFaults prints a faults result (table or JSON) and writes its
-// report folder.
-func finishFaults(g *globals, cmd *cobra.Command, res *bench.FaultsResult, asJSON bool) error {
-	if asJSON {
-		if err := printJSON(g.stdout, res); err != nil {
-			return err
-		}
-	} else {
-		printFaultsTable(g.stdout, res)
-	}
-	return writeBenchReport(g, cmd, "faults", res.Report(), asJSON)
-}
-
-func printFaultsTable(w io.Writer, r *bench.FaultsResult) {
-	fmt.Fprintln(w)
-	if err := r.Table().Text(w); err != nil {
-		fmt.Fprintf(w, "faults table: %v\n", err)
-	}
 }
 
 func newBenchPrefetchCmd(g *globals) *cobra.Command {
@@ -301,7 +281,7 @@ func finishPrefetch(g *globals, cmd *cobra.Command, rep *bench.PrefetchReport, p
 			return err
 		}
 	} else {
-		printPrefetchTable(g.stdout, rep)
+		printTable(g.stdout, "prefetch", rep)
 		if plot != "" {
 			fmt.Fprintf(g.stdout, "plot written to %s\n", plot)
 		}
@@ -309,9 +289,30 @@ func finishPrefetch(g *globals, cmd *cobra.Command, rep *bench.PrefetchReport, p
 	return writeBenchReport(g, cmd, "prefetch", rep.Report(), asJSON)
 }
 
-func printPrefetchTable(w io.Writer, rep *bench.PrefetchReport) {
+// suiteReport is what every bench suite's result offers: its table and its
+// report folder.
+type suiteReport interface {
+	Table() *report.Table
+	Report() *report.Report
+}
+
+// printTable prints a suite's table after a blank line.
+func printTable(w io.Writer, suite string, r suiteReport) {
 	fmt.Fprintln(w)
-	if err := rep.Table().Text(w); err != nil {
-		fmt.Fprintf(w, "prefetch table: %v\n", err)
+	if err := r.Table().Text(w); err != nil {
+		fmt.Fprintf(w, "%s table: %v\n", suite, err)
 	}
+}
+
+// finishSuite prints a suite's result, as JSON or as its table, and writes
+// its report folder.
+func finishSuite(g *globals, cmd *cobra.Command, suite string, r suiteReport, asJSON bool) error {
+	if asJSON {
+		if err := printJSON(g.stdout, r); err != nil {
+			return err
+		}
+	} else {
+		printTable(g.stdout, suite, r)
+	}
+	return writeBenchReport(g, cmd, suite, r.Report(), asJSON)
 }

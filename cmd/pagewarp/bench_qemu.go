@@ -45,7 +45,7 @@ paused or failed. Needs qemu-system-x86_64 (make deps-qemu).`,
 				if err != nil {
 					return err
 				}
-				return finishQEMU(g, cmd, rep, asJSON)
+				return finishSuite(g, cmd, "qemu", rep, asJSON)
 			}
 			cfg := bench.QEMUConfig{Patterns: patterns, Modes: modes, Budget: budget, Repeat: repeat, Reliability: reliable,
 				PostcopyAfter: postcopyAfter, Preempt: preempt, Settle: settle, RunTimeout: per}
@@ -79,7 +79,7 @@ paused or failed. Needs qemu-system-x86_64 (make deps-qemu).`,
 			if err != nil {
 				return err
 			}
-			return finishQEMU(g, cmd, rep, asJSON)
+			return finishSuite(g, cmd, "qemu", rep, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -99,19 +99,4 @@ paused or failed. Needs qemu-system-x86_64 (make deps-qemu).`,
 	f.BoolVar(&asJSON, "json", false, "print one JSON object {\"results\": [...], \"targets\": [...], \"setup\": {...}}")
 	f.StringVar(&from, "from", "", "do not run: print (and write the report folder of) the result saved by an earlier --json run")
 	return cmd
-}
-
-// finishQEMU prints a QEMU report (table or JSON) and writes its report folder.
-func finishQEMU(g *globals, cmd *cobra.Command, rep *bench.QEMUReport, asJSON bool) error {
-	if asJSON {
-		if err := printJSON(g.stdout, rep); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintln(g.stdout)
-		if err := rep.Table().Text(g.stdout); err != nil {
-			fmt.Fprintf(g.stdout, "qemu table: %v\n", err)
-		}
-	}
-	return writeBenchReport(g, cmd, "qemu", rep.Report(), asJSON)
 }

@@ -62,7 +62,7 @@ last compares prefetching predictors (none, nextn, ppm) on four workloads.`,
 			if err != nil {
 				return err
 			}
-			printFaultsTable(g.stdout, res)
+			printTable(g.stdout, "faults", res)
 
 			fmt.Fprintf(g.stdout, "\n== 4. prefetching: the server pushes %d predicted pages after each demand fault (no pull)\n", pageserver.DefaultPushBudget)
 			pargv, err := exeArgv("serve", "--listen", "127.0.0.1:0", "--demo", strconv.FormatInt(32<<20, 10), "--demo-zero", "0")
@@ -77,7 +77,7 @@ last compares prefetching predictors (none, nextn, ppm) on four workloads.`,
 			if err != nil {
 				return err
 			}
-			printPrefetchTable(g.stdout, rep)
+			printTable(g.stdout, "prefetch", rep)
 
 			fmt.Fprintf(g.stdout, "\n== 5. pre-copy of a live region while 2 threads write to it: hash filter on and off, then the switch to post-copy\n")
 			prep, err := bench.Precopy(ctx, bench.PrecopyConfig{
@@ -86,7 +86,7 @@ last compares prefetching predictors (none, nextn, ppm) on four workloads.`,
 			if err != nil {
 				return err
 			}
-			printPrecopyTable(g.stdout, prep)
+			printTable(g.stdout, "precopy", prep)
 
 			fmt.Fprintf(g.stdout, "\n== 6. live migration of a running workload between two processes, three switch policies\n")
 			mf := migrateFlags{size: "64MiB", threads: 2, rate: 20000, duration: 2 * time.Second, budget: 20 * time.Millisecond,

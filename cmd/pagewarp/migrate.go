@@ -281,7 +281,7 @@ the workload's result equals that of a run without migration.`,
 				if err != nil {
 					return err
 				}
-				return finishHybrid(g, cmd, rep, asJSON)
+				return finishSuite(g, cmd, "hybrid", rep, asJSON)
 			}
 			for _, p := range policies {
 				if _, err := hybrid.New(p); err != nil {
@@ -332,7 +332,7 @@ the workload's result equals that of a run without migration.`,
 					line.Update(uint64(len(results)), uint64(len(workloads)*len(policies)), moved)
 				}
 			}
-			return finishHybrid(g, cmd, &bench.HybridReport{Results: results}, asJSON)
+			return finishSuite(g, cmd, "hybrid", &bench.HybridReport{Results: results}, asJSON)
 		},
 	}
 	f.register(cmd, false)
@@ -353,21 +353,4 @@ the workload's result equals that of a run without migration.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object {\"results\": [...]}")
 	cmd.Flags().StringVar(&from, "from", "", "do not run: print (and write the report folder of) the report saved by an earlier --json run")
 	return cmd
-}
-
-// finishHybrid prints a hybrid report (table or JSON) and writes its report
-// folder: the table, bytes per round per policy, times, and a timeline of
-// one migration per workload.
-func finishHybrid(g *globals, cmd *cobra.Command, rep *bench.HybridReport, asJSON bool) error {
-	if asJSON {
-		if err := printJSON(g.stdout, rep); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintln(g.stdout)
-		if err := rep.Table().Text(g.stdout); err != nil {
-			return err
-		}
-	}
-	return writeBenchReport(g, cmd, "hybrid", rep.Report(), asJSON)
 }

@@ -45,7 +45,7 @@ bytes sent, round 0's throughput, and memcpy's throughput measured in the same r
 				if err != nil {
 					return err
 				}
-				return finishPrecopy(g, cmd, rep, asJSON)
+				return finishSuite(g, cmd, "precopy", rep, asJSON)
 			}
 			sz, err := bench.ParseSize(size)
 			if err != nil {
@@ -84,7 +84,7 @@ bytes sent, round 0's throughput, and memcpy's throughput measured in the same r
 			if err != nil {
 				return err
 			}
-			return finishPrecopy(g, cmd, rep, asJSON)
+			return finishSuite(g, cmd, "precopy", rep, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -102,24 +102,4 @@ bytes sent, round 0's throughput, and memcpy's throughput measured in the same r
 	f.BoolVar(&asJSON, "json", false, "print one JSON object {\"results\": [...], \"setup\": {...}}")
 	f.StringVar(&from, "from", "", "do not run: print (and write the report folder of) the report saved by an earlier --json run")
 	return cmd
-}
-
-// finishPrecopy prints a pre-copy report (table or JSON) and writes its
-// report folder.
-func finishPrecopy(g *globals, cmd *cobra.Command, rep *bench.PrecopyReport, asJSON bool) error {
-	if asJSON {
-		if err := printJSON(g.stdout, rep); err != nil {
-			return err
-		}
-	} else {
-		printPrecopyTable(g.stdout, rep)
-	}
-	return writeBenchReport(g, cmd, "precopy", rep.Report(), asJSON)
-}
-
-func printPrecopyTable(w io.Writer, rep *bench.PrecopyReport) {
-	fmt.Fprintln(w)
-	if err := rep.Table().Text(w); err != nil {
-		fmt.Fprintf(w, "precopy table: %v\n", err)
-	}
 }
