@@ -294,6 +294,13 @@ func TestSenderRefusesStrangers(t *testing.T) {
 		}
 	}
 	r0, w0, _ := hello(1, 0, 2)
+	// The server welcomes a stream before it hands it to the sender: wait
+	// until session 1 is the sender's, or the stranger could come first.
+	for deadline := time.Now().Add(10 * time.Second); sender.Streams() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first stream never reached the sender")
+		}
+	}
 	r, _, _ := hello(2, 1, 2)
 	expectError(r, "another session")
 	r, _, _ = hello(1, 0, 2)
