@@ -257,9 +257,6 @@ pagewarp_faulthandler_resumes_total 2
 # HELP pagewarp_faulthandler_stalls_total Losses declared because a connection carried nothing for the stall timeout while replies were outstanding.
 # TYPE pagewarp_faulthandler_stalls_total counter
 pagewarp_faulthandler_stalls_total 1
-# HELP pagewarp_pageserver_resident_frames_total Resident frames received: resuming targets' bitmaps of the pages they hold.
-# TYPE pagewarp_pageserver_resident_frames_total counter
-pagewarp_pageserver_resident_frames_total 2
 # HELP pagewarp_pageserver_resumed_connections_total Connections opened again by a target resuming its post-copy after a loss (Hello with resume).
 # TYPE pagewarp_pageserver_resumed_connections_total counter
 pagewarp_pageserver_resumed_connections_total 4
@@ -274,7 +271,6 @@ pagewarp_pageserver_tls_refused_total 0
 		"pagewarp_faulthandler_link_losses_total",
 		"pagewarp_faulthandler_resumes_total",
 		"pagewarp_faulthandler_stalls_total",
-		"pagewarp_pageserver_resident_frames_total",
 		"pagewarp_pageserver_resumed_connections_total",
 		"pagewarp_pageserver_sessions",
 		"pagewarp_pageserver_tls_refused_total",
@@ -286,6 +282,11 @@ pagewarp_pageserver_tls_refused_total 0
 	// two resumes.
 	fams := gather(t, reg)
 	st := h.Stats()
+	// One Resident frame per resume, but the second may still be on its
+	// way when its connection is frozen (a clean clone under -race saw 1).
+	if got := value(t, fams, "pagewarp_pageserver_resident_frames_total", nil); got < 1 || got > float64(st.Resumes) {
+		t.Errorf("resident_frames_total %v, want 1 to %d (one per resume at most)", got, st.Resumes)
+	}
 	if got := value(t, fams, "pagewarp_faulthandler_rerequested_pages_total", nil); got < 1 || got != float64(st.ReRequested) {
 		t.Errorf("rerequested_pages_total %v, want at least 1 and Stats.ReRequested %d", got, st.ReRequested)
 	}
