@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 
 	"github.com/pagewarp/pagewarp/bench/report"
 	"github.com/pagewarp/pagewarp/faulthandler"
+	"github.com/pagewarp/pagewarp/internal/syncbuf"
 	"github.com/pagewarp/pagewarp/internal/uffd"
 	"github.com/pagewarp/pagewarp/pageserver"
 )
@@ -377,7 +377,7 @@ func StartServer(ctx context.Context, argv []string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start page server: %w", err)
@@ -409,24 +409,6 @@ func StartServer(ctx context.Context, argv []string) (*Server, error) {
 		s.Stop()
 		return nil, ctx.Err()
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // Stop ends the server process (SIGTERM, then SIGKILL after 5s).

@@ -22,6 +22,7 @@ import (
 
 	"github.com/pagewarp/pagewarp/faulthandler"
 	"github.com/pagewarp/pagewarp/hybrid"
+	"github.com/pagewarp/pagewarp/internal/syncbuf"
 	"github.com/pagewarp/pagewarp/metrics"
 	"github.com/pagewarp/pagewarp/pageserver"
 	"github.com/pagewarp/pagewarp/precopy"
@@ -967,7 +968,7 @@ func startChild(ctx context.Context, argv []string, role string, spec MigrateSpe
 	}
 	args := append(append([]string{}, argv[1:]...), role, "--spec", string(b))
 	cmd := wrap(exec.CommandContext(ctx, argv[0], args...))
-	cmd.Stderr = &limitedBuffer{max: 64 << 10}
+	cmd.Stderr = &syncbuf.Buffer{Max: 64 << 10}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, nil, err
@@ -992,7 +993,7 @@ func readReport(r *bufio.Reader, cmd *exec.Cmd, v interface{ errorText() string 
 	}
 	werr := cmd.Wait()
 	stderr := ""
-	if lb, ok := cmd.Stderr.(*limitedBuffer); ok {
+	if lb, ok := cmd.Stderr.(*syncbuf.Buffer); ok {
 		stderr = strings.TrimSpace(lb.String())
 	}
 	if last == nil || json.Unmarshal(last, v) != nil {
@@ -1009,28 +1010,6 @@ func readReport(r *bufio.Reader, cmd *exec.Cmd, v interface{ errorText() string 
 
 func (s *SourceReport) errorText() string { return s.Error }
 func (t *TargetReport) errorText() string { return t.Error }
-
-// limitedBuffer keeps the first max bytes written to it.
-type limitedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := b.max - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func (b *limitedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // CalibrateRate runs an unpaced workload for d on scratch memory and
 // returns the steps per second one of its threads makes: how to size the

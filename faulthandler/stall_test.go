@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pagewarp/pagewarp/faulthandler"
+	"github.com/pagewarp/pagewarp/internal/syncbuf"
 	"github.com/pagewarp/pagewarp/internal/uffdtest"
 	"github.com/pagewarp/pagewarp/pageserver"
 	"github.com/pagewarp/pagewarp/wire"
@@ -169,24 +170,6 @@ func (p *stallProxy) close() {
 	p.wg.Wait()
 }
 
-// logBuffer collects a handler's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // stallRun migrates through a stallProxy with threads running plans (none:
 // the pull alone), and checks that every thread read the source's bytes,
 // Wait succeeded with the digest checked and the region is byte-exact. It
@@ -196,7 +179,7 @@ func stallRun(t *testing.T, r *resumeRig, p *stallProxy, opts faulthandler.Optio
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var log logBuffer
+	var log syncbuf.Buffer
 	opts.Verify = true
 	opts.Logger = slog.New(slog.NewTextHandler(&log, nil))
 	h, err := faulthandler.Dial(ctx, "tcp", p.addr(), opts)

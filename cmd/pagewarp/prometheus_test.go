@@ -41,6 +41,7 @@ import (
 
 	"github.com/pagewarp/pagewarp/bench"
 	"github.com/pagewarp/pagewarp/hybrid"
+	"github.com/pagewarp/pagewarp/internal/syncbuf"
 	"github.com/pagewarp/pagewarp/internal/uffdtest"
 	"github.com/pagewarp/pagewarp/metrics"
 	"github.com/pagewarp/pagewarp/precopy"
@@ -199,24 +200,7 @@ type heldMigration struct {
 	proxy                        *holdProxy
 	exited                       chan struct{} // closed when receive returns, with its error in err
 	err                          error
-	stderr                       *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	stderr                       *syncbuf.Buffer
 }
 
 // newHeldMigration serves a demo region of size (e.g. "4MiB") with
@@ -233,7 +217,7 @@ func newHeldMigration(t *testing.T, size string, rate float64) *heldMigration {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	m := &heldMigration{ctx: ctx, serveMetrics: freeAddr(t), receiveMetrics: freeAddr(t),
-		pages: uint64(n) / uint64(os.Getpagesize()), exited: make(chan struct{}), stderr: &syncBuffer{}}
+		pages: uint64(n) / uint64(os.Getpagesize()), exited: make(chan struct{}), stderr: &syncbuf.Buffer{}}
 	addr := startServe(t, ctx, "--demo", size, "--metrics-addr", m.serveMetrics)
 	m.proxy = startHoldProxy(t, addr, rate)
 	return m
@@ -450,7 +434,7 @@ func startPrometheus(t *testing.T, jobs map[string]string) string {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	cmd := exec.Command(bin, "--config.file="+cfgFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = &logs, &logs

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/pagewarp/pagewarp/hybrid"
+	"github.com/pagewarp/pagewarp/internal/syncbuf"
 	"github.com/pagewarp/pagewarp/qemu/guest"
 	"github.com/pagewarp/pagewarp/qemu/qemutest"
 	"github.com/pagewarp/pagewarp/qemu/switchctl"
@@ -52,9 +53,9 @@ func TestQemuUsageErrors(t *testing.T) {
 
 // startQemuProxy runs `qemu proxy` in-process and returns its address, its stdout and the
 // channel its error arrives on.
-func startQemuProxy(t *testing.T, ctx context.Context, args ...string) (string, *syncBuffer, <-chan error) {
+func startQemuProxy(t *testing.T, ctx context.Context, args ...string) (string, *syncbuf.Buffer, <-chan error) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- run(ctx, out, io.Discard, append([]string{"qemu", "proxy", "--listen", "127.0.0.1:0"}, args...))
@@ -171,7 +172,7 @@ func TestQemuSwitch(t *testing.T) {
 			if c.maxRounds > 0 {
 				args = append(args, "--max-rounds", strconv.Itoa(c.maxRounds))
 			}
-			var stdout, stderr syncBuffer
+			var stdout, stderr syncbuf.Buffer
 			if err := run(ctx, &stdout, &stderr, args); err != nil {
 				t.Fatalf("%v\nstderr: %s\nsrc: %s\ndst: %s", err, stderr.String(), src.Stderr(), dst.Stderr())
 			}

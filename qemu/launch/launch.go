@@ -9,7 +9,6 @@
 package launch
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pagewarp/pagewarp/internal/syncbuf"
 	"github.com/pagewarp/pagewarp/qemu/guest"
 	"github.com/pagewarp/pagewarp/qemu/qmp"
 )
@@ -65,28 +65,8 @@ type VM struct {
 
 	cmd    *exec.Cmd
 	exited chan struct{}
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	once   sync.Once
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Start starts a VM and connects to its QMP socket; ctx bounds the start.
@@ -111,7 +91,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		QMPPath:    filepath.Join(o.Dir, o.Name+".qmp"),
 		SerialPath: filepath.Join(o.Dir, o.Name+".serial"),
 		exited:     make(chan struct{}),
-		stderr:     &syncBuffer{},
+		stderr:     &syncbuf.Buffer{Max: 1 << 20},
 	}
 	args := []string{
 		"-name", o.Name,
