@@ -37,6 +37,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -341,6 +342,42 @@ func (l *Link) TargetCmd(cmd *exec.Cmd) *exec.Cmd {
 		return cmd
 	}
 	return l.veth.wrapCmd(l.veth.dst, cmd)
+}
+
+// TargetAddr is the target's address on the link: the target end of the veth pair, or
+// 127.0.0.1.
+func (l *Link) TargetAddr() netip.Addr {
+	if l.veth != nil {
+		return l.veth.dstAddr
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+}
+
+// InSource runs f on an OS thread in the source namespace of a veth link (for other kinds, as
+// it is): the sockets f creates (a listener, a dialled connection) belong to that namespace for
+// their whole life, whichever goroutine uses them afterwards. The thread is never handed back
+// to the runtime, which ends it with f's goroutine, so no other goroutine runs in the wrong
+// namespace.
+func (l *Link) InSource(f func() error) error {
+	if l.veth == nil {
+		return f()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // no Unlock: the thread exits with this goroutine
+		fd, err := unix.Open("/run/netns/"+l.veth.src, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("open netns %s: %w", l.veth.src, err)
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter netns %s: %w", l.veth.src, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
 }
 
 // SourceListenAddr is where the source process listens: the source end of

@@ -2,8 +2,11 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -31,13 +34,28 @@ const (
 // plain runs' blocktime per demand request), in which the guest touches far more than 8 pages.
 const QEMUDefaultBudget = 64
 
+// QEMUDefaultThink is the benchmark guest's default work between page visits: about 2,000
+// visits/s under TCG here, half of what the capped post-copy stream delivers (4,096 pages/s at
+// 16 MiB/s). A guest that computes on its pages instead of rewriting its memory flat out: it
+// waits during post-copy only when its next page is neither sent nor requested yet, so page
+// order, not bandwidth alone, decides its waiting. Run flat out (Think -1) every pattern waits
+// on the stream from the first page to the last, whatever is predicted.
+const QEMUDefaultThink = 200000
+
+// QEMUDefaultLink is the benchmark's default network: 100 Mbit/s, so that the 64 MiB region
+// takes about 5.5 s to cross and post-copy has work to do.
+var QEMUDefaultLink = LinkSpec{Kind: LinkVeth, Rate: 100e6}
+
+// QEMUNoCap as PostcopyBandwidth leaves post-copy uncapped by QEMU.
+const QEMUNoCap = ^uint64(0)
+
 // QEMUModes lists the modes in the order the benchmark runs them.
 var QEMUModes = []string{QEMUPlain, QEMUProxyNone, QEMUProxyNextN, QEMUProxyPPM}
 
 // QEMULearnable are the guest patterns whose page order a predictor can learn from the faults
 // of one migration (constant deltas); the pointer chase visits pages in a pseudo-random cycle
 // that one post-copy phase shows only once, so it is reported but not held to the targets.
-var QEMULearnable = []string{"sequential", "strided", "hotset"}
+var QEMULearnable = []string{"sequential", "strided", "hotset", "reverse"}
 
 // QEMUConfig configures QEMU: every cell (pattern x mode) is one post-copy migration of a fresh
 // pair of QEMU processes booting the pattern's guest image, with the same caps and timing.
@@ -56,11 +74,22 @@ type QEMUConfig struct {
 	// pages (default 16384: 64 MiB), which must fit in RAM above 1 MiB.
 	MemMiB      int
 	RegionPages uint32
+	// Link is the network between the two QEMUs (default QEMUDefaultLink): a veth link puts the
+	// source (and the proxy) and the destination in two network namespaces joined by a veth
+	// pair shaped by tc, so the network, not QEMU, limits post-copy, and urgent pages queue
+	// behind the background stream as they would on a real link. A loopback link leaves both on
+	// 127.0.0.1, and post-copy's bandwidth is then QEMU's max-postcopy-bandwidth. When the veth
+	// link cannot be made (not root, no iproute2) the benchmark falls back to loopback and says
+	// so in Setup.LinkNote.
+	Link LinkSpec
 	// MaxBandwidth caps pre-copy (default 32 MiB/s) and PostcopyBandwidth post-copy's background
-	// transfer (default 16 MiB/s), in bytes/s; PostcopyAfter is the pre-copy time before
-	// migrate-start-postcopy (default 500 ms).
+	// transfer (default: none on a veth link, 16 MiB/s on loopback; QEMUNoCap for none), in
+	// bytes/s; PostcopyAfter is the pre-copy time before migrate-start-postcopy (default 500 ms).
 	MaxBandwidth, PostcopyBandwidth uint64
 	PostcopyAfter                   time.Duration
+	// Think is the guest's delay-loop iterations between page visits (guest.Config.Think; default
+	// QEMUDefaultThink, -1 for none: the pattern flat out).
+	Think int
 	// Preempt enables postcopy-preempt in every migration.
 	Preempt bool
 	// Settle is how long the guest runs on the destination after completion before its memory
@@ -74,6 +103,8 @@ type QEMUConfig struct {
 	RunTimeout time.Duration
 	// Log receives one line per migration (nil: none).
 	Log io.Writer
+
+	link *Link // set up by QEMU
 }
 
 // QEMURun is one migration of the QEMU benchmark.
@@ -117,10 +148,23 @@ type QEMURun struct {
 	PassesAtSwitch     uint32 `json:"passes_at_switch"`
 	PassesAtCompletion uint32 `json:"passes_at_completion"`
 	PassesAfter        uint32 `json:"passes_after"`
+	// TouchRate is the guest's page visits per second on the source just before the migration
+	// (over QEMURateWindow); TouchesPostcopy its visits on the destination during post-copy (the
+	// destination's counter at completion minus the source's, stopped at the switch).
+	// GuestWaitMS = post-copy time - TouchesPostcopy / TouchRate: the time the guest lost
+	// during post-copy by its own count, whichever way it waited (a cross-check of QEMU's
+	// blocktime, which counts only the faults it matches to a placement).
+	TouchRate       float64 `json:"touch_rate"`
+	TouchesPostcopy uint32  `json:"touches_postcopy"`
+	GuestWaitMS     float64 `json:"guest_wait_ms"`
 	// MemoryVerified: the destination's guest memory satisfies the pattern's invariant and the
-	// guest kept running there (guest.Check).
+	// guest kept running there (guest.Check, guest.CheckTouches).
 	MemoryVerified bool `json:"memory_verified"`
 }
+
+// QEMURateWindow is how long the benchmark watches the source's guest before each migration to
+// measure its visit rate.
+const QEMURateWindow = 300 * time.Millisecond
 
 // QEMUResult is one cell of the QEMU benchmark: the medians over its completed runs, and
 // every run.
@@ -144,6 +188,10 @@ type QEMUResult struct {
 	// during post-copy (PassesAtCompletion - PassesAtSwitch).
 	PassesDuring   float64 `json:"passes_during_migration"`
 	PassesPostcopy float64 `json:"passes_during_postcopy"`
+	// TouchRate, TouchesPostcopy and GuestWaitMS are the medians of the runs' (QEMURun).
+	TouchRate       float64 `json:"touch_rate"`
+	TouchesPostcopy float64 `json:"touches_postcopy"`
+	GuestWaitMS     float64 `json:"guest_wait_ms"`
 	// MemoryVerified: every run's memory was verified.
 	MemoryVerified bool      `json:"memory_verified"`
 	Runs           []QEMURun `json:"runs"`
@@ -157,10 +205,13 @@ type QEMUSetup struct {
 	Kernel               string  `json:"kernel"`
 	MemMiB               int     `json:"mem_mib"`
 	RegionPages          uint32  `json:"region_pages"`
+	Link                 string  `json:"link"`
+	LinkNote             string  `json:"link_note,omitempty"`
 	MaxBandwidth         uint64  `json:"max_bandwidth"`
 	PostcopyBandwidth    uint64  `json:"max_postcopy_bandwidth"`
 	PostcopyAfterSeconds float64 `json:"postcopy_after_seconds"`
 	Preempt              bool    `json:"preempt"`
+	Think                int     `json:"think"`
 	Budget               int     `json:"budget"`
 	Repeat               int     `json:"repeat"`
 	SettleSeconds        float64 `json:"settle_seconds"`
@@ -208,11 +259,30 @@ func QEMU(ctx context.Context, cfg QEMUConfig) (*QEMUReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench qemu: qemu-system-x86_64 not found (make deps-qemu installs it): %w", err)
 	}
+	var linkNote string
+	link, err := SetupLink(ctx, cfg.Link, false)
+	if err != nil {
+		if ctx.Err() != nil || cfg.Link.Kind != LinkVeth {
+			return nil, fmt.Errorf("bench qemu: %w", err)
+		}
+		linkNote = fmt.Sprintf("veth link unavailable (%v): loopback, post-copy capped by QEMU instead", err)
+		fmt.Fprintf(cfg.Log, "bench qemu: %s\n", linkNote)
+		link, _ = SetupLink(ctx, LinkSpec{Kind: LinkLoopback}, false)
+	}
+	defer link.Close()
+	cfg.link = link
+	switch {
+	case cfg.PostcopyBandwidth == QEMUNoCap:
+		cfg.PostcopyBandwidth = 0
+	case cfg.PostcopyBandwidth == 0 && link.Spec().Kind == LinkLoopback:
+		cfg.PostcopyBandwidth = 16 << 20
+	}
 	rep := &QEMUReport{Setup: QEMUSetup{
+		Link: link.Describe(), LinkNote: linkNote,
 		QEMU: qemuVersion(ctx, bin), Accel: "tcg", CPUs: runtime.NumCPU(), Kernel: kernelRelease(),
 		MemMiB: cfg.MemMiB, RegionPages: cfg.RegionPages, MaxBandwidth: cfg.MaxBandwidth,
 		PostcopyBandwidth: cfg.PostcopyBandwidth, PostcopyAfterSeconds: cfg.PostcopyAfter.Seconds(),
-		Preempt: cfg.Preempt, Budget: cfg.Budget, Repeat: cfg.Repeat, SettleSeconds: cfg.Settle.Seconds(),
+		Preempt: cfg.Preempt, Think: cfg.Think, Budget: cfg.Budget, Repeat: cfg.Repeat, SettleSeconds: cfg.Settle.Seconds(),
 	}}
 	cells := map[[2]string]*QEMUResult{}
 	for _, p := range patterns {
@@ -261,6 +331,12 @@ func (cfg QEMUConfig) withDefaults() (QEMUConfig, []guest.Pattern, error) {
 	if cfg.Repeat == 0 {
 		cfg.Repeat = 1
 	}
+	switch {
+	case cfg.Think == 0:
+		cfg.Think = QEMUDefaultThink
+	case cfg.Think < -1 || cfg.Think > 1<<30:
+		return cfg, nil, fmt.Errorf("bench qemu: think %d not in -1 (none) or 1..2^30", cfg.Think)
+	}
 	if cfg.Repeat < 1 || cfg.Reliability < 0 {
 		return cfg, nil, fmt.Errorf("bench qemu: repeat %d / reliability %d: want at least 1 / 0", cfg.Repeat, cfg.Reliability)
 	}
@@ -270,7 +346,7 @@ func (cfg QEMUConfig) withDefaults() (QEMUConfig, []guest.Pattern, error) {
 	if cfg.RegionPages == 0 {
 		cfg.RegionPages = 16384
 	}
-	gc := guest.Config{Pages: cfg.RegionPages}
+	gc := cfg.guestConfig()
 	if _, err := guest.Build(guest.Sequential, gc); err != nil {
 		return cfg, nil, fmt.Errorf("bench qemu: %w", err)
 	}
@@ -280,8 +356,11 @@ func (cfg QEMUConfig) withDefaults() (QEMUConfig, []guest.Pattern, error) {
 	if cfg.MaxBandwidth == 0 {
 		cfg.MaxBandwidth = 32 << 20
 	}
-	if cfg.PostcopyBandwidth == 0 {
-		cfg.PostcopyBandwidth = 16 << 20
+	if cfg.Link.Kind == "" {
+		cfg.Link = QEMUDefaultLink
+	}
+	if cfg.Link.Kind == LinkShaped {
+		return cfg, nil, errors.New("bench qemu: the in-process shaped link cannot carry QEMU's connections: use veth or loopback")
 	}
 	if cfg.PostcopyAfter == 0 {
 		cfg.PostcopyAfter = 500 * time.Millisecond
@@ -317,6 +396,11 @@ func (cfg QEMUConfig) withDefaults() (QEMUConfig, []guest.Pattern, error) {
 	return cfg, patterns, nil
 }
 
+// guestConfig is the guest of every migration.
+func (cfg QEMUConfig) guestConfig() guest.Config {
+	return guest.Config{Pages: cfg.RegionPages, Think: uint32(max(cfg.Think, 0))}
+}
+
 // qemuPredictor is the proxy predictor of a proxy mode ("" for plain).
 func qemuPredictor(mode string) string {
 	name, _ := strings.CutPrefix(mode, "proxy-")
@@ -341,9 +425,9 @@ func qemuRun(ctx context.Context, cfg QEMUConfig, p guest.Pattern, mode string, 
 			run.Status = "error"
 		}
 	}
-	fmt.Fprintf(cfg.Log, "qemu %-10s %-11s run %d%s: %s, demand %d, injected %d, blocktime %.0f ms, post-copy %.2fs, passes %d -> %d, verified %v (%.1fs)%s\n",
+	fmt.Fprintf(cfg.Log, "qemu %-10s %-11s run %d%s: %s, demand %d, injected %d, blocktime %.0f ms, guest wait %.0f ms, post-copy %.2fs, %.0f visits/s, %d visits in post-copy, verified %v (%.1fs)%s\n",
 		run.Pattern, run.Mode, n, map[bool]string{true: " preempt"}[preempt], run.Status, run.DemandRequests, run.Injected,
-		run.BlocktimeMS, run.PostcopySeconds, run.PassesBefore, run.PassesAfter, run.MemoryVerified,
+		run.BlocktimeMS, run.GuestWaitMS, run.PostcopySeconds, run.TouchRate, run.TouchesPostcopy, run.MemoryVerified,
 		time.Since(start).Seconds(), map[bool]string{true: ": " + run.Error}[run.Error != ""])
 	return run, nil
 }
@@ -356,8 +440,15 @@ func qemuMigrate(ctx context.Context, cfg QEMUConfig, p guest.Pattern, mode stri
 		return err
 	}
 	defer os.RemoveAll(dir)
-	gc := guest.Config{Pages: cfg.RegionPages}
-	src, dst, err := launch.StartPair(ctx, launch.Options{Dir: dir, MemMiB: cfg.MemMiB}, p, gc)
+	gc := cfg.guestConfig()
+	link := cfg.link
+	wrap := func(name string, cmd *exec.Cmd) *exec.Cmd {
+		if name == "dst" {
+			return link.TargetCmd(cmd)
+		}
+		return link.SourceCmd(cmd)
+	}
+	src, dst, err := launch.StartPair(ctx, launch.Options{Dir: dir, MemMiB: cfg.MemMiB, Wrap: wrap}, p, gc)
 	if err != nil {
 		return err
 	}
@@ -367,7 +458,7 @@ func qemuMigrate(ctx context.Context, cfg QEMUConfig, p guest.Pattern, mode stri
 	if err != nil {
 		return err
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	listen := netip.AddrPortFrom(link.TargetAddr(), uint16(port)).String()
 	connect := listen
 	var proxy *qemu.Proxy
 	serveErr := make(chan error, 1)
@@ -376,8 +467,19 @@ func qemuMigrate(ctx context.Context, cfg QEMUConfig, p guest.Pattern, mode stri
 		if err != nil {
 			return fmt.Errorf("source ramblocks: %w", err)
 		}
-		proxy, err = qemu.NewProxy(qemu.ProxyConfig{Listen: "127.0.0.1:0", Dest: listen, Blocks: blocks, Predictor: pred, Budget: cfg.Budget})
+		// The proxy is on the source's side of the link: it listens and dials from the source's
+		// namespace.
+		var ln net.Listener
+		if err := link.InSource(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
+			return fmt.Errorf("proxy listener: %w", err)
+		}
+		dial := func(ctx context.Context, addr string) (c net.Conn, err error) {
+			err = link.InSource(func() error { c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr); return err })
+			return c, err
+		}
+		proxy, err = qemu.NewProxy(qemu.ProxyConfig{Listener: ln, Dial: dial, Dest: listen, Blocks: blocks, Predictor: pred, Budget: cfg.Budget})
 		if err != nil {
+			ln.Close()
 			return err
 		}
 		connect = proxy.Addr().String()
@@ -387,6 +489,19 @@ func qemuMigrate(ctx context.Context, cfg QEMUConfig, p guest.Pattern, mode stri
 			<-serveErr
 		}()
 	}
+	t0, err := src.Touches(ctx)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := qemuSleep(ctx, QEMURateWindow); err != nil {
+		return err
+	}
+	t1, err := src.Touches(ctx)
+	if err != nil {
+		return err
+	}
+	run.TouchRate = float64(t1-t0) / time.Since(start).Seconds()
 	if run.PassesBefore, err = src.Passes(ctx, p); err != nil {
 		return err
 	}
@@ -429,17 +544,33 @@ func qemuMigrate(ctx context.Context, cfg QEMUConfig, p guest.Pattern, mode stri
 	if run.PassesAtCompletion, err = dst.Passes(ctx, p); err != nil {
 		return err
 	}
+	dstTouches, err := dst.Touches(ctx)
+	if err != nil {
+		return err
+	}
 	if run.PassesAtSwitch, err = src.Passes(ctx, p); err != nil {
 		return fmt.Errorf("source after the migration: %w", err)
+	}
+	srcTouches, err := src.Touches(ctx)
+	if err != nil {
+		return fmt.Errorf("source after the migration: %w", err)
+	}
+	run.TouchesPostcopy = dstTouches - srcTouches
+	if run.TouchRate > 0 {
+		run.GuestWaitMS = 1000 * max(0, run.PostcopySeconds-float64(run.TouchesPostcopy)/run.TouchRate)
 	}
 	if err := qemuSleep(ctx, cfg.Settle); err != nil {
 		return err
 	}
+	after, err := dst.Touches(ctx)
+	if err != nil {
+		return err
+	}
+	if after == dstTouches {
+		return fmt.Errorf("the guest made no progress on the destination: %d page visits at completion and %v later", after, cfg.Settle)
+	}
 	if run.PassesAfter, err = dst.Verify(ctx, p, gc); err != nil {
 		return fmt.Errorf("verify destination memory: %w", err)
-	}
-	if run.PassesAfter <= run.PassesBefore {
-		return fmt.Errorf("the guest made no progress on the destination: %d passes before migration, %d after", run.PassesBefore, run.PassesAfter)
 	}
 	run.MemoryVerified = true
 	return nil
@@ -507,6 +638,9 @@ func (c *QEMUResult) summarise() {
 	c.TransferredBytes = med(func(r QEMURun) float64 { return float64(r.TransferredBytes) })
 	c.PassesDuring = med(func(r QEMURun) float64 { return float64(r.PassesAtCompletion) - float64(r.PassesBefore) })
 	c.PassesPostcopy = med(func(r QEMURun) float64 { return float64(r.PassesAtCompletion) - float64(r.PassesAtSwitch) })
+	c.TouchRate = med(func(r QEMURun) float64 { return r.TouchRate })
+	c.TouchesPostcopy = med(func(r QEMURun) float64 { return float64(r.TouchesPostcopy) })
+	c.GuestWaitMS = med(func(r QEMURun) float64 { return r.GuestWaitMS })
 }
 
 // qemuMedian is the median of vs (0 for none; the mean of the middle two for an even count).

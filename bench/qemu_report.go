@@ -12,15 +12,16 @@ import (
 func (rep *QEMUReport) Table() *report.Table {
 	s := rep.Setup
 	t := &report.Table{
-		Title: fmt.Sprintf("QEMU post-copy (%s, %s, %d CPUs): %d MiB VM, guest region %s, pre-copy %.1fs at %s/s, post-copy background %s/s, budget %d, preempt %v, median of %d",
-			s.QEMU, s.Accel, s.CPUs, s.MemMiB, FormatSize(int64(s.RegionPages)*4096), s.PostcopyAfterSeconds,
+		Title: fmt.Sprintf("QEMU post-copy (%s, %s, %d CPUs): %d MiB VM, guest region %s, think %d, pre-copy %.1fs at %s/s, post-copy background %s/s, budget %d, preempt %v, median of %d",
+			s.QEMU, s.Accel, s.CPUs, s.MemMiB, FormatSize(int64(s.RegionPages)*4096), s.Think, s.PostcopyAfterSeconds,
 			FormatSize(int64(s.MaxBandwidth)), FormatSize(int64(s.PostcopyBandwidth)), s.Budget, s.Preempt, s.Repeat),
 		Columns: []report.Column{
 			{Name: "pattern"}, {Name: "mode"}, {Name: "demand\nrequests", Format: "%.0f"}, {Name: "injected", Format: "%.0f"},
 			{Name: "injected\nthen asked", Format: "%.0f"}, {Name: "source\nrequests", Format: "%.0f"},
-			{Name: "blocktime\nms", Format: "%.0f"}, {Name: "post-copy\ns", Format: "%.2f"}, {Name: "total\ns", Format: "%.2f"},
-			{Name: "post-copy\nMiB", Format: "%.1f"}, {Name: "guest passes\nmigration", Format: "%.0f"},
-			{Name: "guest passes\npost-copy", Format: "%.0f"},
+			{Name: "blocktime\nms", Format: "%.0f"}, {Name: "guest wait\nms", Format: "%.0f"},
+			{Name: "post-copy\ns", Format: "%.2f"}, {Name: "total\ns", Format: "%.2f"},
+			{Name: "post-copy\nMiB", Format: "%.1f"}, {Name: "visits/s\nbefore", Format: "%.0f"},
+			{Name: "visits\npost-copy", Format: "%.0f"},
 			{Name: "runs ok"}, {Name: "memory"}, {Name: "status"},
 		},
 	}
@@ -30,10 +31,11 @@ func (rep *QEMUReport) Table() *report.Table {
 			mem = "NOT verified"
 		}
 		t.AddRow(r.Pattern, r.Mode, r.DemandRequests, r.Injected, r.InjectedThenRequested, r.SourceRequests,
-			r.BlocktimeMS, r.PostcopySeconds, r.TotalSeconds, r.PostcopyBytes/(1<<20), r.PassesDuring, r.PassesPostcopy,
+			r.BlocktimeMS, r.GuestWaitMS, r.PostcopySeconds, r.TotalSeconds, r.PostcopyBytes/(1<<20), r.TouchRate, r.TouchesPostcopy,
 			fmt.Sprintf("%d/%d", r.Completed, len(r.Runs)), mem, r.Status)
 	}
-	t.Notes = append(t.Notes, "demand requests: the destination's own (counted at the proxy; plain: the source's ram.postcopy-requests); source requests: demand + injected")
+	t.Notes = append(t.Notes, "demand requests: the destination's own (counted at the proxy; plain: the source's ram.postcopy-requests); source requests: demand + injected",
+		"guest wait: post-copy time minus the guest's visits during post-copy at its rate before the migration (visits/s before): the time it lost, by its own count")
 	if n, eq := rep.noneRequestsEqual(); n > 0 {
 		t.Notes = append(t.Notes, fmt.Sprintf("proxy-none: source's ram.postcopy-requests = proxy's real requests in %d of %d runs", eq, n))
 	}
@@ -78,7 +80,7 @@ func (rep *QEMUReport) RunsTable() *report.Table {
 		Title: "every migration",
 		Columns: []report.Column{
 			{Name: "pattern"}, {Name: "mode"}, {Name: "run"}, {Name: "preempt"}, {Name: "demand"}, {Name: "injected"},
-			{Name: "source\nrequests"}, {Name: "blocktime\nms", Format: "%.0f"}, {Name: "post-copy\ns", Format: "%.2f"},
+			{Name: "source\nrequests"}, {Name: "blocktime\nms", Format: "%.0f"}, {Name: "guest wait\nms", Format: "%.0f"}, {Name: "post-copy\ns", Format: "%.2f"},
 			{Name: "passes\nbefore"}, {Name: "at\nswitch"}, {Name: "at\ncompletion"}, {Name: "after"}, {Name: "memory"}, {Name: "status"},
 		},
 	}
@@ -92,7 +94,7 @@ func (rep *QEMUReport) RunsTable() *report.Table {
 			status += " (injection disabled: " + r.InjectionDisabled + ")"
 		}
 		t.AddRow(r.Pattern, r.Mode, prefix+fmt.Sprint(r.Run), r.Preempt, r.DemandRequests, r.Injected, r.SourceRequests,
-			r.BlocktimeMS, r.PostcopySeconds, r.PassesBefore, r.PassesAtSwitch, r.PassesAtCompletion, r.PassesAfter, mem, status)
+			r.BlocktimeMS, r.GuestWaitMS, r.PostcopySeconds, r.PassesBefore, r.PassesAtSwitch, r.PassesAtCompletion, r.PassesAfter, mem, status)
 	}
 	for _, c := range rep.Results {
 		for _, r := range c.Runs {

@@ -46,6 +46,13 @@ type ProxyConfig struct {
 	CloseGrace time.Duration
 	// DialTimeout bounds each dial of the destination (default 10 s).
 	DialTimeout time.Duration
+	// Listener, if set, is where the proxy accepts the source's connections instead of
+	// listening on Listen itself (a listener made in another network namespace, say); the
+	// proxy closes it.
+	Listener net.Listener
+	// Dial, if set, dials the destination instead of a net.Dialer (it gets the DialTimeout as
+	// ctx's deadline).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Logger receives connection events and the reason injection stopped (default: discard).
 	Logger *slog.Logger
 }
@@ -166,7 +173,7 @@ type blockState struct {
 func testBit(b []uint64, i uint64) bool { return b[i/64]&(1<<(i%64)) != 0 }
 func setBit(b []uint64, i uint64)       { b[i/64] |= 1 << (i % 64) }
 
-// NewProxy validates cfg and listens on cfg.Listen.
+// NewProxy validates cfg and listens on cfg.Listen (or takes cfg.Listener).
 func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	if cfg.Predictor == "" {
 		cfg.Predictor = "ppm"
@@ -212,6 +219,10 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	}
 	if len(cfg.Blocks) == 0 {
 		p.disable("no RAM block list (ProxyConfig.Blocks): requests cannot be validated, so nothing is injected")
+	}
+	if cfg.Listener != nil {
+		p.ln = cfg.Listener
+		return p, nil
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -263,8 +274,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		}
 		// Dial before accepting the next connection: the destination must see them in the
 		// source's order.
-		d := net.Dialer{Timeout: p.cfg.DialTimeout}
-		dst, err := d.DialContext(ctx, "tcp", p.cfg.Dest)
+		dst, err := p.dial(ctx)
 		if err != nil {
 			src.Close()
 			p.Close()
@@ -282,6 +292,17 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		p.wg.Add(1)
 		go func() { defer p.wg.Done(); defer p.open.Add(-1); p.pair(src, dst, i == 0) }()
 	}
+}
+
+// dial dials the destination, through cfg.Dial if set, within DialTimeout.
+func (p *Proxy) dial(ctx context.Context) (net.Conn, error) {
+	if p.cfg.Dial == nil {
+		d := net.Dialer{Timeout: p.cfg.DialTimeout}
+		return d.DialContext(ctx, "tcp", p.cfg.Dest)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	return p.cfg.Dial(ctx, p.cfg.Dest)
 }
 
 func (p *Proxy) isClosed() bool {
@@ -364,7 +385,25 @@ func (p *Proxy) pair(src, dst net.Conn, main bool) {
 }
 
 // copyStream copies from r to w until EOF (then half-closes w and returns nil) or an error.
+// Between two TCP connections the bytes move by splice(2), in the kernel, without a copy
+// through the proxy (page data is most of a migration); count grows by spliceChunk at a time.
 func (p *Proxy) copyStream(w, r net.Conn, count *atomic.Int64) error {
+	if tw, ok := w.(*net.TCPConn); ok {
+		if tr, ok := r.(*net.TCPConn); ok {
+			lr := &io.LimitedReader{R: tr}
+			for {
+				lr.N = spliceChunk
+				n, err := tw.ReadFrom(lr)
+				count.Add(n)
+				if err != nil {
+					return err
+				}
+				if lr.N > 0 { // ReadFrom stopped short of the chunk without an error: EOF
+					return halfClose(w)
+				}
+			}
+		}
+	}
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := r.Read(buf)
@@ -382,6 +421,10 @@ func (p *Proxy) copyStream(w, r net.Conn, count *atomic.Int64) error {
 		}
 	}
 }
+
+// spliceChunk is how many bytes copyStream splices before it counts them: the byte counters
+// lag the stream by at most this much. Data moves on as it arrives whatever the chunk.
+const spliceChunk = 256 << 10
 
 func halfClose(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {

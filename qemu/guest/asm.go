@@ -58,18 +58,22 @@ func (a *asm) movSegAX(seg byte) {
 	// mov sreg, ax: 8E /r, ModRM 11 sreg 000; sreg es=0 ss=2 ds=3 fs=4 gs=5
 	a.emit(0x8e, 0xc0|seg<<3)
 }
-func (a *asm) movESP(v uint32)    { a.emit(0xbc); a.imm32(v) }       // mov esp, imm32: BC id
-func (a *asm) movEAX(v uint32)    { a.emit(0xb8); a.imm32(v) }       // mov eax, imm32: B8 id
-func (a *asm) movECX(v uint32)    { a.emit(0xb9); a.imm32(v) }       // mov ecx, imm32: B9 id
-func (a *asm) movEDI(v uint32)    { a.emit(0xbf); a.imm32(v) }       // mov edi, imm32: BF id
-func (a *asm) xorEAXEAX()         { a.emit(0x31, 0xc0) }             // xor eax, eax: 31 /r, ModRM 11 000 000
-func (a *asm) xorEBXEBX()         { a.emit(0x31, 0xdb) }             // xor ebx, ebx: 31 /r, ModRM 11 011 011
-func (a *asm) movDX16(v uint16)   { a.emit(0x66, 0xba); a.imm16(v) } // mov dx, imm16: 66 BA iw
-func (a *asm) movAL(v byte)       { a.emit(0xb0, v) }                // mov al, imm8: B0 ib
-func (a *asm) outDXAL()           { a.emit(0xee) }                   // out dx, al: EE
-func (a *asm) incMemEAX()         { a.emit(0xff, 0x00) }             // inc dword [eax]: FF /0, ModRM 00 000 000
-func (a *asm) incMemEDI()         { a.emit(0xff, 0x07) }             // inc dword [edi]: FF /0, ModRM 00 000 111
-func (a *asm) incMemAbs(v uint32) { a.emit(0xff, 0x05); a.imm32(v) } // inc dword [disp32]: FF /0, ModRM 00 000 101
+func (a *asm) movESP(v uint32)    { a.emit(0xbc); a.imm32(v) }             // mov esp, imm32: BC id
+func (a *asm) movEAX(v uint32)    { a.emit(0xb8); a.imm32(v) }             // mov eax, imm32: B8 id
+func (a *asm) movECX(v uint32)    { a.emit(0xb9); a.imm32(v) }             // mov ecx, imm32: B9 id
+func (a *asm) movEDI(v uint32)    { a.emit(0xbf); a.imm32(v) }             // mov edi, imm32: BF id
+func (a *asm) movESIMem(v uint32) { a.emit(0x8b, 0x35); a.imm32(v) }       // mov esi, [disp32]: 8B /r, ModRM 00 110(esi) 101
+func (a *asm) xorEAXEAX()         { a.emit(0x31, 0xc0) }                   // xor eax, eax: 31 /r, ModRM 11 000 000
+func (a *asm) xorEBXEBX()         { a.emit(0x31, 0xdb) }                   // xor ebx, ebx: 31 /r, ModRM 11 011 011
+func (a *asm) movDX16(v uint16)   { a.emit(0x66, 0xba); a.imm16(v) }       // mov dx, imm16: 66 BA iw
+func (a *asm) movAL(v byte)       { a.emit(0xb0, v) }                      // mov al, imm8: B0 ib
+func (a *asm) outDXAL()           { a.emit(0xee) }                         // out dx, al: EE
+func (a *asm) incMemEAX()         { a.emit(0xff, 0x00) }                   // inc dword [eax]: FF /0, ModRM 00 000 000
+func (a *asm) incMemEDI()         { a.emit(0xff, 0x07) }                   // inc dword [edi]: FF /0, ModRM 00 000 111
+func (a *asm) incMemAbs(v uint32) { a.emit(0xff, 0x05); a.imm32(v) }       // inc dword [disp32]: FF /0, ModRM 00 000 101
+func (a *asm) invlpgEAX()         { a.emit(0x0f, 0x01, 0x38) }             // invlpg [eax]: 0F 01 /7, ModRM 00 111 000
+func (a *asm) invlpgEDI()         { a.emit(0x0f, 0x01, 0x3f) }             // invlpg [edi]: 0F 01 /7, ModRM 00 111 111
+func (a *asm) invlpgAbs(v uint32) { a.emit(0x0f, 0x01, 0x3d); a.imm32(v) } // invlpg [disp32]: 0F 01 /7, ModRM 00 111 101
 func (a *asm) movMemAbs(addr, v uint32) {
 	a.emit(0xc7, 0x05) // mov dword [disp32], imm32: C7 /0, ModRM 00 000 101
 	a.imm32(addr)
@@ -81,6 +85,8 @@ func (a *asm) cmpEAX(v uint32) { a.emit(0x3d); a.imm32(v) }       // cmp eax, im
 func (a *asm) addEDI(v uint32) { a.emit(0x81, 0xc7); a.imm32(v) } // add edi, imm32: 81 /0, ModRM 11 000 111
 func (a *asm) cmpEDI(v uint32) { a.emit(0x81, 0xff); a.imm32(v) } // cmp edi, imm32: 81 /7, ModRM 11 111 111
 func (a *asm) decECX()         { a.emit(0x49) }                   // dec ecx: 48+rd (one byte in 32-bit mode)
+func (a *asm) decESI()         { a.emit(0x4e) }                   // dec esi: 48+rd, esi = 6
+func (a *asm) incESI()         { a.emit(0x46) }                   // inc esi: 40+rd
 func (a *asm) incBL()          { a.emit(0xfe, 0xc3) }             // inc bl: FE /0, ModRM 11 000 011
 func (a *asm) imulEDXEAX(v uint32) {
 	a.emit(0x69, 0xd0) // imul edx, eax, imm32: 69 /r id, ModRM 11 010(edx) 000(eax)
@@ -98,8 +104,9 @@ func (a *asm) movESI4EBX()     { a.emit(0x89, 0x5e, 0x04) }       // mov [esi+4]
 func (a *asm) movEAXEDX()      { a.emit(0x89, 0xd0) }             // mov eax, edx: 89 /r, ModRM 11 010(edx) 000(eax)
 func (a *asm) movEAXEAX4()     { a.emit(0x8b, 0x40, 0x04) }       // mov eax, [eax+4]: 8B /r disp8, ModRM 01 000 000
 
-// jb8, jnz8 and jmp8 jump to a label within -128..127 bytes: 72 cb / 75 cb / EB cb.
+// jb8, jae8 and jnz8 jump to a label within -128..127 bytes: 72 cb / 73 cb / 75 cb.
 func (a *asm) jb8(l string)  { a.emit(0x72); a.ref(1, l, true) }
+func (a *asm) jae8(l string) { a.emit(0x73); a.ref(1, l, true) }
 func (a *asm) jnz8(l string) { a.emit(0x75); a.ref(1, l, true) }
 
 // jnz32 and jmp32 jump anywhere: 0F 85 cd / E9 cd.

@@ -16,12 +16,13 @@ const (
 	Strided
 	HotSet
 	PointerChase
+	Reverse
 )
 
 // Patterns lists every pattern.
-var Patterns = []Pattern{Sequential, Strided, HotSet, PointerChase}
+var Patterns = []Pattern{Sequential, Strided, HotSet, PointerChase, Reverse}
 
-var patternNames = map[Pattern]string{Sequential: "sequential", Strided: "strided", HotSet: "hotset", PointerChase: "chase"}
+var patternNames = map[Pattern]string{Sequential: "sequential", Strided: "strided", HotSet: "hotset", PointerChase: "chase", Reverse: "reverse"}
 
 func (p Pattern) String() string {
 	if s, ok := patternNames[p]; ok {
@@ -30,14 +31,14 @@ func (p Pattern) String() string {
 	return fmt.Sprintf("pattern(%d)", uint32(p))
 }
 
-// ParsePattern returns the pattern called name (sequential, strided, hotset, chase).
+// ParsePattern returns the pattern called name (sequential, strided, hotset, chase, reverse).
 func ParsePattern(name string) (Pattern, error) {
 	for p, s := range patternNames {
 		if s == name {
 			return p, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown guest pattern %q (valid: sequential, strided, hotset, chase)", name)
+	return 0, fmt.Errorf("unknown guest pattern %q (valid: sequential, strided, hotset, chase, reverse)", name)
 }
 
 // Memory layout and constants of the guest.
@@ -45,6 +46,8 @@ const (
 	PageSize    = 4096
 	HeaderAddr  = 0x7e00     // just after the boot sector
 	HeaderSize  = 12         // magic, pattern, passes
+	TouchesAddr = 0x9000     // u32 page visits so far (wraps), in a page of its own
+	thinkAddr   = 0x9004     // u32 delay-loop iterations per visit: 0 in the first pass, then Config.Think
 	RegionStart = 1 << 20    // 1 MiB: above the BIOS areas
 	Magic       = 0x31475750 // "PWG1" little-endian
 	// ChaseA and ChaseC define the pointer-chase cycle x -> (ChaseA*x + ChaseC) mod N: with N a
@@ -63,6 +66,17 @@ type Config struct {
 	Stride uint32
 	// Hot is the hot-set size of HotSet in pages, 1..Pages-1 (default 512, or Pages/2 if smaller).
 	Hot uint32
+	// Think is the guest's work between two page visits: iterations of a two-instruction delay
+	// loop (0: none, the pattern runs flat out). It models a workload that computes on a page
+	// before it moves to the next, so its page order, not only the link's bandwidth, decides how
+	// often it waits during post-copy. The first pass runs flat out whatever Think is, so the
+	// whole region holds data (is not zero pages) once the first pass completed. Under TCG on
+	// this project's machines one iteration lasts about 2 ns; the guest's own rate is what to
+	// quote (bench qemu measures it).
+	Think uint32
+	// KeepTLB leaves out the invlpg after every store (see Build), reproducing QEMU's lost
+	// stores under TCG before 9.0.
+	KeepTLB bool
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -130,6 +144,8 @@ func Build(p Pattern, c Config) ([]byte, error) {
 	a.movMemAbs(HeaderAddr, Magic)
 	a.movMemAbs(HeaderAddr+4, uint32(p))
 	a.movMemAbs(HeaderAddr+8, 0) // passes
+	a.movMemAbs(TouchesAddr, 0)
+	a.movMemAbs(thinkAddr, 0)
 
 	switch p {
 	case PointerChase:
@@ -161,21 +177,58 @@ func Build(p Pattern, c Config) ([]byte, error) {
 	a.outDXAL()
 	a.xorEBXEBX()
 
+	// visit counts a visit, then increments the counter of the page at [reg] (inc emits it and
+	// flush the TLB entry of that page), then thinks.
+	//
+	// Every store is followed by invlpg of its page unless c.KeepTLB: QEMU before 9.0 under TCG
+	// loses stores on a migration source (QEMU commit 03bfc2188f, "physmem: Fix migration dirty
+	// bitmap coherency with TCG memory access"): its dirty-bitmap sync clears a page's dirty
+	// bit without resetting the TCG TLB entry that lets stores skip dirty tracking, so a page
+	// whose entry stays in the TLB from one sync on (the visit counter, a hot set) is never
+	// marked dirty again and the destination keeps an old copy. A real guest flushes its TLB
+	// all the time (every context switch); this one never would.
+	visit := func(inc func(), flush func()) {
+		a.incMemAbs(TouchesAddr)
+		if !c.KeepTLB {
+			a.invlpgAbs(TouchesAddr)
+		}
+		inc()
+		if !c.KeepTLB {
+			flush()
+		}
+		if c.Think > 0 {
+			// esi = [thinkAddr] + 1; do esi-- while esi != 0: one iteration when it is 0.
+			a.movESIMem(thinkAddr)
+			a.incESI()
+			l := fmt.Sprintf("think%d", len(a.b))
+			a.label(l)
+			a.decESI()
+			a.jnz8(l)
+		}
+	}
+
 	a.label("pass")
 	switch p {
 	case Sequential:
 		a.movEAX(RegionStart)
 		a.label("inner")
-		a.incMemEAX()
+		visit(a.incMemEAX, a.invlpgEAX)
 		a.addEAX(PageSize)
 		a.cmpEAX(end)
 		a.jb8("inner")
+	case Reverse:
+		a.movEAX(end - PageSize)
+		a.label("inner")
+		visit(a.incMemEAX, a.invlpgEAX)
+		a.subEAX(PageSize)
+		a.cmpEAX(RegionStart)
+		a.jae8("inner") // unsigned: below RegionStart after the first page
 	case Strided:
 		// eax walks (j*Stride) mod N: add Stride pages, wrap by subtracting the region size.
 		a.movEAX(RegionStart)
 		a.movECX(n)
 		a.label("inner")
-		a.incMemEAX()
+		visit(a.incMemEAX, a.invlpgEAX)
 		a.addEAX(c.Stride * PageSize)
 		a.cmpEAX(end)
 		a.jb8("nowrap")
@@ -186,11 +239,11 @@ func Build(p Pattern, c Config) ([]byte, error) {
 	case HotSet:
 		a.movEAX(RegionStart)
 		a.label("inner")
-		a.incMemEAX()
+		visit(a.incMemEAX, a.invlpgEAX)
 		a.addEAX(PageSize)
 		a.cmpEAX(RegionStart + c.Hot*PageSize)
 		a.jb8("inner")
-		a.incMemEDI() // one cold page per pass
+		visit(a.incMemEDI, a.invlpgEDI) // one cold page per pass
 		a.addEDI(PageSize)
 		a.cmpEDI(end)
 		a.jb8("coldok")
@@ -200,12 +253,18 @@ func Build(p Pattern, c Config) ([]byte, error) {
 		a.movEAX(RegionStart)
 		a.movECX(n)
 		a.label("inner")
-		a.incMemEAX()
+		visit(a.incMemEAX, a.invlpgEAX)
 		a.movEAXEAX4() // the next page is known only once this one is read
 		a.decECX()
 		a.jnz8("inner")
 	}
 	a.incMemAbs(HeaderAddr + 8)
+	if !c.KeepTLB {
+		a.invlpgAbs(HeaderAddr)
+	}
+	if c.Think > 0 {
+		a.movMemAbs(thinkAddr, c.Think) // from the second pass on
+	}
 	a.incBL()
 	a.jnz32("pass")
 	a.movDX16(comPort)
@@ -250,6 +309,10 @@ func Order(p Pattern, c Config) ([]uint32, error) {
 	case Sequential, HotSet:
 		for i := uint32(0); i < c.Pages; i++ {
 			o = append(o, i)
+		}
+	case Reverse:
+		for i := c.Pages; i > 0; i-- {
+			o = append(o, i-1)
 		}
 	case Strided:
 		for j := uint32(0); j < c.Pages; j++ {
@@ -333,6 +396,46 @@ func Check(p Pattern, c Config, header, region []byte) (uint32, error) {
 		}
 	}
 	return passes, nil
+}
+
+// CheckTouches checks the visit counter read at TouchesAddr against a dump that Check accepted:
+// every visit counts once, so the counter is passes × visits per pass plus the visits of the
+// pass in progress (the counter is incremented just before the page's own counter, so it may be
+// one ahead), modulo 2^32. It catches page counters that stayed behind while the guest counted
+// its visits: stores of the guest that did not reach the memory the dump reads.
+func CheckTouches(p Pattern, c Config, header, region []byte, touches uint32) error {
+	c, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	passes, err := Passes(p, header)
+	if err != nil {
+		return err
+	}
+	if len(region) != int(c.Pages)*PageSize {
+		return fmt.Errorf("guest region dump of %d bytes, want %d", len(region), int(c.Pages)*PageSize)
+	}
+	counter := func(page uint32) uint32 { return binary.LittleEndian.Uint32(region[page*PageSize:]) }
+	perPass, ahead := c.Pages, uint32(0)
+	pages := c.Pages
+	if p == HotSet {
+		perPass, pages = c.Hot+1, c.Hot
+		var cold uint32
+		for pg := c.Hot; pg < c.Pages; pg++ {
+			cold += counter(pg)
+		}
+		ahead = cold - passes // the cold visit of the pass in progress, made before passes++
+	}
+	for pg := uint32(0); pg < pages; pg++ {
+		if counter(pg) == passes+1 {
+			ahead++
+		}
+	}
+	want := passes*perPass + ahead
+	if d := touches - want; d > 1 {
+		return fmt.Errorf("%w: the guest counted %d page visits, its page counters show %d (passes %d)", ErrCorrupt, touches, want, passes)
+	}
+	return nil
 }
 
 // checkPass checks that the counters along order are non-increasing and all in {base, base+1}.

@@ -1,6 +1,7 @@
 package guest
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"testing"
@@ -30,6 +31,12 @@ func TestBuild(t *testing.T) {
 // simulate runs pattern p in Go for steps page visits, the way the boot sector does, and
 // returns the header and region it leaves.
 func simulate(p Pattern, c Config, steps int) (header, region []byte) {
+	header, region, _ = simulateTouches(p, c, steps)
+	return header, region
+}
+
+// simulateTouches is simulate, also returning the visit counter.
+func simulateTouches(p Pattern, c Config, steps int) (header, region []byte, touches uint32) {
 	c, _ = c.withDefaults()
 	header = make([]byte, HeaderSize)
 	binary.LittleEndian.PutUint32(header, Magic)
@@ -42,6 +49,7 @@ func simulate(p Pattern, c Config, steps int) (header, region []byte) {
 		}
 	}
 	inc := func(pg uint32) {
+		touches++
 		o := pg * PageSize
 		binary.LittleEndian.PutUint32(region[o:], binary.LittleEndian.Uint32(region[o:])+1)
 	}
@@ -72,7 +80,7 @@ func simulate(p Pattern, c Config, steps int) (header, region []byte) {
 		passes++
 		binary.LittleEndian.PutUint32(header[8:], passes)
 	}
-	return header, region
+	return header, region, touches
 }
 
 func TestCheck(t *testing.T) {
@@ -111,6 +119,79 @@ func TestCheck(t *testing.T) {
 	h, _ = simulate(Sequential, c, 10)
 	if _, err := Check(Strided, c, h, r); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("wrong pattern in header not caught: %v", err)
+	}
+}
+
+// The visit counter matches the page counters after any number of visits (and one visit
+// more, the guest stopped between the two increments); pages whose stores were lost since some
+// pass, with their counters still consistent among themselves, are caught by it alone.
+func TestCheckTouches(t *testing.T) {
+	c := Config{Pages: 64, Stride: 5, Hot: 8}
+	for _, p := range Patterns {
+		for _, steps := range []int{0, 1, 63, 64, 65, 1000, 12345} {
+			h, r, n := simulateTouches(p, c, steps)
+			if err := CheckTouches(p, c, h, r, n); err != nil {
+				t.Fatalf("%v after %d steps: %v", p, steps, err)
+			}
+			if err := CheckTouches(p, c, h, r, n+1); err != nil {
+				t.Fatalf("%v after %d steps, counter one ahead: %v", p, steps, err)
+			}
+			if steps > 0 {
+				if err := CheckTouches(p, c, h, r, n+2); !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("%v after %d steps: counter two ahead not caught: %v", p, steps, err)
+				}
+			}
+		}
+	}
+	// Stores lost since some pass: region and pass count both from an old state, consistent
+	// among themselves, while the guest went on counting its visits. Check cannot tell; the
+	// visit counter can.
+	for _, p := range Patterns {
+		_, _, n := simulateTouches(p, c, 9000)
+		h, r, _ := simulateTouches(p, c, 4500)
+		if _, err := Check(p, c, h, r); err != nil {
+			t.Fatalf("%v: old state not consistent: %v", p, err)
+		}
+		if err := CheckTouches(p, c, h, r, n); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%v: lost stores not caught by the visit counter: %v", p, err)
+		}
+	}
+}
+
+func TestReverseOrder(t *testing.T) {
+	o, err := Order(Reverse, Config{Pages: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o[0] != 15 || o[15] != 0 {
+		t.Fatalf("reverse order %v", o)
+	}
+	if p, err := ParsePattern("reverse"); err != nil || p != Reverse {
+		t.Fatalf("ParsePattern(reverse) = %v, %v", p, err)
+	}
+}
+
+// The think loop is in the sector when asked for, and every pattern still fits with it.
+func TestBuildThink(t *testing.T) {
+	for _, p := range Patterns {
+		flat, err := Build(p, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow, err := Build(p, Config{Think: 1000})
+		if err != nil {
+			t.Fatalf("%v with think: %v", p, err)
+		}
+		if bytes.Equal(flat, slow) {
+			t.Fatalf("%v: think changed nothing", p)
+		}
+		// mov esi, [0x9004]; inc esi; dec esi; jnz -3 ... mov dword [0x9004], 1000
+		if !bytes.Contains(slow, []byte{0x8b, 0x35, 0x04, 0x90, 0, 0, 0x46, 0x4e, 0x75, 0xfd}) {
+			t.Fatalf("%v: no delay loop in the sector", p)
+		}
+		if !bytes.Contains(slow, []byte{0xc7, 0x05, 0x04, 0x90, 0, 0, 0xe8, 0x03, 0, 0}) {
+			t.Fatalf("%v: the delay is never armed", p)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ package launch
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -53,6 +54,9 @@ type Options struct {
 	Accel string
 	// Args are extra command-line arguments.
 	Args []string
+	// Wrap, if set, may rewrite the command before it starts (to run QEMU in a network
+	// namespace, for instance); it gets the VM's Name.
+	Wrap func(name string, cmd *exec.Cmd) *exec.Cmd
 }
 
 // VM is a running QEMU.
@@ -107,6 +111,9 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	}
 	args = append(args, o.Args...)
 	v.cmd = exec.Command(bin, args...)
+	if o.Wrap != nil {
+		v.cmd = o.Wrap(o.Name, v.cmd)
+	}
 	v.cmd.Stdout = v.stderr
 	v.cmd.Stderr = v.stderr
 	if err := v.cmd.Start(); err != nil {
@@ -193,8 +200,17 @@ func (v *VM) Passes(ctx context.Context, p guest.Pattern) (uint32, error) {
 	return guest.Passes(p, h)
 }
 
-// Verify stops the guest, dumps its header and region, and checks them with guest.Check. It
-// returns the passes completed.
+// Touches returns the guest's page-visit counter (guest.TouchesAddr; it wraps at 2^32).
+func (v *VM) Touches(ctx context.Context) (uint32, error) {
+	b, err := v.Dump(ctx, guest.TouchesAddr, 4)
+	if err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint32(b), nil
+}
+
+// Verify stops the guest, dumps its header, region and visit counter, and checks them with
+// guest.Check and guest.CheckTouches. It returns the passes completed.
 func (v *VM) Verify(ctx context.Context, p guest.Pattern, c guest.Config) (uint32, error) {
 	if err := v.QMP.Stop(ctx); err != nil {
 		return 0, err
@@ -207,14 +223,23 @@ func (v *VM) Verify(ctx context.Context, p guest.Pattern, c guest.Config) (uint3
 	if err != nil {
 		return 0, err
 	}
-	return guest.Check(p, c, h, r)
+	t, err := v.Touches(ctx)
+	if err != nil {
+		return 0, err
+	}
+	passes, err := guest.Check(p, c, h, r)
+	if err != nil {
+		return passes, err
+	}
+	return passes, guest.CheckTouches(p, c, h, r, t)
 }
 
 // StartPair starts a source running pattern p over the region of c and a destination waiting
 // for an incoming migration (-incoming defer), both booting the same image with the options of
 // o (Dir, MemMiB, Accel, Args; Name, Boot and Incoming are StartPair's), and waits until the
-// source's guest has completed a pass (so progress on the destination shows). On error both
-// are killed; on success the caller kills them.
+// source's guest has completed a pass (so progress on the destination shows, and the region
+// holds data: the first pass runs flat out). On error both are killed; on success the caller
+// kills them.
 func StartPair(ctx context.Context, o Options, p guest.Pattern, c guest.Config) (src, dst *VM, err error) {
 	boot, err := guest.Build(p, c)
 	if err != nil {
