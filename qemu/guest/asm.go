@@ -58,22 +58,23 @@ func (a *asm) movSegAX(seg byte) {
 	// mov sreg, ax: 8E /r, ModRM 11 sreg 000; sreg es=0 ss=2 ds=3 fs=4 gs=5
 	a.emit(0x8e, 0xc0|seg<<3)
 }
-func (a *asm) movESP(v uint32)    { a.emit(0xbc); a.imm32(v) }             // mov esp, imm32: BC id
-func (a *asm) movEAX(v uint32)    { a.emit(0xb8); a.imm32(v) }             // mov eax, imm32: B8 id
-func (a *asm) movECX(v uint32)    { a.emit(0xb9); a.imm32(v) }             // mov ecx, imm32: B9 id
-func (a *asm) movEDI(v uint32)    { a.emit(0xbf); a.imm32(v) }             // mov edi, imm32: BF id
-func (a *asm) movESIMem(v uint32) { a.emit(0x8b, 0x35); a.imm32(v) }       // mov esi, [disp32]: 8B /r, ModRM 00 110(esi) 101
-func (a *asm) xorEAXEAX()         { a.emit(0x31, 0xc0) }                   // xor eax, eax: 31 /r, ModRM 11 000 000
-func (a *asm) xorEBXEBX()         { a.emit(0x31, 0xdb) }                   // xor ebx, ebx: 31 /r, ModRM 11 011 011
-func (a *asm) movDX16(v uint16)   { a.emit(0x66, 0xba); a.imm16(v) }       // mov dx, imm16: 66 BA iw
-func (a *asm) movAL(v byte)       { a.emit(0xb0, v) }                      // mov al, imm8: B0 ib
-func (a *asm) outDXAL()           { a.emit(0xee) }                         // out dx, al: EE
-func (a *asm) incMemEAX()         { a.emit(0xff, 0x00) }                   // inc dword [eax]: FF /0, ModRM 00 000 000
-func (a *asm) incMemEDI()         { a.emit(0xff, 0x07) }                   // inc dword [edi]: FF /0, ModRM 00 000 111
-func (a *asm) incMemAbs(v uint32) { a.emit(0xff, 0x05); a.imm32(v) }       // inc dword [disp32]: FF /0, ModRM 00 000 101
-func (a *asm) invlpgEAX()         { a.emit(0x0f, 0x01, 0x38) }             // invlpg [eax]: 0F 01 /7, ModRM 00 111 000
-func (a *asm) invlpgEDI()         { a.emit(0x0f, 0x01, 0x3f) }             // invlpg [edi]: 0F 01 /7, ModRM 00 111 111
-func (a *asm) invlpgAbs(v uint32) { a.emit(0x0f, 0x01, 0x3d); a.imm32(v) } // invlpg [disp32]: 0F 01 /7, ModRM 00 111 101
+func (a *asm) movESP(v uint32)     { a.emit(0xbc); a.imm32(v) }             // mov esp, imm32: BC id
+func (a *asm) movEAX(v uint32)     { a.emit(0xb8); a.imm32(v) }             // mov eax, imm32: B8 id
+func (a *asm) movECX(v uint32)     { a.emit(0xb9); a.imm32(v) }             // mov ecx, imm32: B9 id
+func (a *asm) movEDI(v uint32)     { a.emit(0xbf); a.imm32(v) }             // mov edi, imm32: BF id
+func (a *asm) movESIMem(v uint32)  { a.emit(0x8b, 0x35); a.imm32(v) }       // mov esi, [disp32]: 8B /r, ModRM 00 110(esi) 101
+func (a *asm) xorEAXEAX()          { a.emit(0x31, 0xc0) }                   // xor eax, eax: 31 /r, ModRM 11 000 000
+func (a *asm) xorEBXEBX()          { a.emit(0x31, 0xdb) }                   // xor ebx, ebx: 31 /r, ModRM 11 011 011
+func (a *asm) movDX16(v uint16)    { a.emit(0x66, 0xba); a.imm16(v) }       // mov dx, imm16: 66 BA iw
+func (a *asm) movAL(v byte)        { a.emit(0xb0, v) }                      // mov al, imm8: B0 ib
+func (a *asm) outDXAL()            { a.emit(0xee) }                         // out dx, al: EE
+func (a *asm) incMemEAX()          { a.emit(0xff, 0x00) }                   // inc dword [eax]: FF /0, ModRM 00 000 000
+func (a *asm) incMemEDI()          { a.emit(0xff, 0x07) }                   // inc dword [edi]: FF /0, ModRM 00 000 111
+func (a *asm) incMemAbs(v uint32)  { a.emit(0xff, 0x05); a.imm32(v) }       // inc dword [disp32]: FF /0, ModRM 00 000 101
+func (a *asm) movMemEAX8(v uint32) { a.emit(0xc7, 0x40, 0x08); a.imm32(v) } // mov dword [eax+8], imm32: C7 /0 disp8, ModRM 01 000 000
+func (a *asm) invlpgEAX()          { a.emit(0x0f, 0x01, 0x38) }             // invlpg [eax]: 0F 01 /7, ModRM 00 111 000
+func (a *asm) invlpgEDI()          { a.emit(0x0f, 0x01, 0x3f) }             // invlpg [edi]: 0F 01 /7, ModRM 00 111 111
+func (a *asm) invlpgAbs(v uint32)  { a.emit(0x0f, 0x01, 0x3d); a.imm32(v) } // invlpg [disp32]: 0F 01 /7, ModRM 00 111 101
 func (a *asm) movMemAbs(addr, v uint32) {
 	a.emit(0xc7, 0x05) // mov dword [disp32], imm32: C7 /0, ModRM 00 000 101
 	a.imm32(addr)

@@ -12,6 +12,8 @@
 //
 //	0x7c00            the boot sector (code, GDT)
 //	HeaderAddr        u32 Magic, u32 pattern, u32 passes completed (incremented after each pass)
+//	TouchesAddr       u32 page visits so far (incremented just before each visit's own store);
+//	                  the next word holds the think count (0 during the first pass)
 //	RegionStart       Config.Pages pages; in each page: u32 counter at offset 0 (the pattern's
 //	                  visits), u32 next-page address at offset 4 (pointer chase only)
 //
@@ -19,6 +21,7 @@
 //
 //   - Sequential: pages 0, 1, …, N-1 each pass. Along that order the counters are
 //     non-increasing and all in {P, P+1}.
+//   - Reverse: pages N-1, …, 1, 0 each pass. Same invariant along that order.
 //   - Strided: page (j·Stride) mod N for j = 0…N-1 (Stride odd, N a power of two: a permutation).
 //     Same invariant along that order.
 //   - HotSet: a pass visits the Hot first pages in order, then ONE page of the cold rest (a cursor
@@ -29,6 +32,16 @@
 //     x → (ChaseA·x + ChaseC) mod N (full period), then each pass follows the stored pointers from
 //     page 0 for N steps: dependent loads whose next address is known only from the page just
 //     read. The invariant above along the cycle order, and every stored pointer intact.
+//
+// Every pattern: the visit counter equals the visits the page counters account for
+// (CheckTouches), or one more.
+//
+// Think time: with Config.Think > 0 the guest runs a delay loop after every visit from the
+// second pass on (the first pass runs flat out, so the whole region holds data).
+//
+// TLB: after every store the guest executes invlpg on the page it stored to, unless
+// Config.KeepTLB: under TCG, QEMU before 9.0 loses stores made through a TLB entry that
+// outlived a dirty-bitmap sync on a migration source (see Build).
 //
 // Progress: COM1 prints 'A' when the pattern starts and 'B' every 256 passes.
 package guest

@@ -170,6 +170,17 @@ func Build(p Pattern, c Config) ([]byte, error) {
 	case HotSet:
 		a.movEDI(RegionStart + c.Hot*PageSize) // the cold cursor
 	}
+	if p == HotSet {
+		// Fill every page (a word at offset 8, which no pattern uses) so the region holds data
+		// from the start: the hot set's first pass visits one cold page only, and zero pages
+		// would cross a migration as markers, leaving post-copy nothing to move.
+		a.movEAX(RegionStart)
+		a.label("fill")
+		a.movMemEAX8(Magic)
+		a.addEAX(PageSize)
+		a.cmpEAX(end)
+		a.jb8("fill")
+	}
 
 	// 'A' on COM1: the pattern starts. bl counts passes modulo 256 for the 'B's.
 	a.movDX16(comPort)
