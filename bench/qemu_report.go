@@ -41,7 +41,10 @@ func (rep *QEMUReport) Table() *report.Table {
 	}
 	for _, tg := range rep.Targets {
 		met := "met"
-		if !tg.Met {
+		switch {
+		case !tg.Applies:
+			met = "n/a: " + tg.Why
+		case !tg.Met:
 			met = "MISSED"
 		}
 		t.Notes = append(t.Notes, fmt.Sprintf("target %-10s %s = %.2f (limit %.2f): %s", tg.Pattern, tg.Target, tg.Value, tg.Limit, met))

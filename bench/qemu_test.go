@@ -13,7 +13,7 @@ import (
 func TestQEMUSummary(t *testing.T) {
 	run := func(mode string, demand, injected int64, bt float64, status string) QEMURun {
 		return QEMURun{Pattern: "sequential", Mode: mode, Status: status, DemandRequests: demand, SourceRequests: demand + injected,
-			Injected: injected, BlocktimeMS: bt, PostcopySeconds: 1, MemoryVerified: status == "completed", PassesBefore: 1, PassesAtCompletion: 5}
+			Injected: injected, BlocktimeMS: bt, GuestWaitMS: bt / 4, PostcopySeconds: 1, MemoryVerified: status == "completed", PassesBefore: 1, PassesAtCompletion: 5}
 	}
 	rep := &QEMUReport{Results: []QEMUResult{
 		{Pattern: "sequential", Mode: QEMUPlain, Runs: []QEMURun{run(QEMUPlain, 100, 0, 1000, "completed"), run(QEMUPlain, 300, 0, 3000, "completed"), run(QEMUPlain, 200, 0, 2000, "completed")}},
@@ -51,8 +51,25 @@ func TestQEMUSummary(t *testing.T) {
 	}
 	for _, tg := range rep.Targets {
 		w, ok := want[tg.Target]
-		if !ok || math.Abs(tg.Value-w.v) > 1e-9 || tg.Met != w.met || tg.Pattern != "sequential" {
+		if !ok || math.Abs(tg.Value-w.v) > 1e-9 || tg.Met != w.met || !tg.Applies || tg.Pattern != "sequential" {
 			t.Errorf("target %+v, want %+v", tg, w)
+		}
+	}
+	// A pattern whose plain guest hardly waited (QEMU's scan kept ahead): the targets are
+	// computed but do not apply, and none is met.
+	hot := func(mode string, demand int64, wait float64) QEMUResult {
+		r := QEMURun{Pattern: "hotset", Mode: mode, Status: "completed", DemandRequests: demand, BlocktimeMS: wait, GuestWaitMS: wait, PostcopySeconds: 2, MemoryVerified: true}
+		c := QEMUResult{Pattern: "hotset", Mode: mode, Runs: []QEMURun{r}}
+		c.summarise()
+		return c
+	}
+	quiet := qemuTargets([]QEMUResult{hot(QEMUPlain, 10, 150), hot(QEMUProxyPPM, 2, 10)})
+	if len(quiet) != 2 {
+		t.Fatalf("hot-set targets %+v", quiet)
+	}
+	for _, tg := range quiet {
+		if tg.Applies || tg.Met || tg.Why == "" {
+			t.Errorf("target %+v: plain waited 7.5%% of post-copy, below the floor: must not apply", tg)
 		}
 	}
 	if n, eq := rep.noneRequestsEqual(); n != 1 || eq != 1 {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pagewarp/pagewarp/predictor"
 	"github.com/pagewarp/pagewarp/qemu/qmp"
 	"github.com/pagewarp/pagewarp/qemu/returnpath"
@@ -53,9 +55,23 @@ type ProxyConfig struct {
 	// Dial, if set, dials the destination instead of a net.Dialer (it gets the DialTimeout as
 	// ctx's deadline).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// NotSentLowat is TCP_NOTSENT_LOWAT on the connections to the destination (default
+	// DefaultNotSentLowat; negative: the kernel's default, no limit). See DefaultNotSentLowat.
+	NotSentLowat int
 	// Logger receives connection events and the reason injection stopped (default: discard).
 	Logger *slog.Logger
 }
+
+// DefaultNotSentLowat keeps at most 128 KiB not yet sent in each socket to the destination.
+// Without it the kernel queues up to a whole autotuned send buffer (megabytes) there and wakes
+// the proxy only once a third of it has drained, so the proxy stops reading the source for
+// milliseconds at a time and the source blocks in its write of the main connection; QEMU 7.2's
+// migration thread, which sends both the background stream and the requested pages, then
+// serves a queued page request only when that write returns. Measured (QEMU trace events,
+// pointer-chase guest, veth 1 Gbit/s, postcopy-preempt): a request waited 9.3 ms (median)
+// between its arrival at the source and get_queued_page through the proxy without the limit,
+// 0.09 ms with it, as without the proxy.
+const DefaultNotSentLowat = 128 << 10
 
 // Stats are the proxy's counters.
 type Stats struct {
@@ -190,6 +206,9 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
+	if cfg.NotSentLowat == 0 {
+		cfg.NotSentLowat = DefaultNotSentLowat
+	}
 	if cfg.Dest == "" {
 		return nil, errors.New("qemu proxy: no destination address")
 	}
@@ -283,6 +302,9 @@ func (p *Proxy) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("qemu proxy: dial destination %s: %w", p.cfg.Dest, err)
 		}
+		if err := setNotSentLowat(dst, p.cfg.NotSentLowat); err != nil {
+			p.log.Warn("qemu proxy: TCP_NOTSENT_LOWAT not set", "err", err)
+		}
 		if !p.track(src, dst) {
 			return nil
 		}
@@ -292,6 +314,25 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		p.wg.Add(1)
 		go func() { defer p.wg.Done(); defer p.open.Add(-1); p.pair(src, dst, i == 0) }()
 	}
+}
+
+// setNotSentLowat sets TCP_NOTSENT_LOWAT on c if it is a TCP connection and v > 0.
+func setNotSentLowat(c net.Conn, v int) error {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || v <= 0 {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, v)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // dial dials the destination, through cfg.Dial if set, within DialTimeout.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pagewarp/pagewarp/qemu/qmp"
 	"github.com/pagewarp/pagewarp/qemu/returnpath"
 )
@@ -237,6 +239,47 @@ func TestNewProxyRejects(t *testing.T) {
 		if p, err := NewProxy(cfg); err == nil {
 			p.Close()
 			t.Errorf("NewProxy(%+v) accepted", cfg)
+		}
+	}
+}
+
+// The proxy's sockets to the destination carry TCP_NOTSENT_LOWAT (DefaultNotSentLowat unless
+// configured), and a negative setting leaves the kernel's default; the Dial hook is used.
+func TestProxyNotSentLowat(t *testing.T) {
+	for _, c := range []struct {
+		cfg, want int
+	}{{0, DefaultNotSentLowat}, {64 << 10, 64 << 10}, {-1, -1}} {
+		dialled := make(chan *net.TCPConn, 1)
+		dial := func(ctx context.Context, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err == nil {
+				dialled <- conn.(*net.TCPConn)
+			}
+			return conn, err
+		}
+		_, src, dst, _ := fakePair(t, ProxyConfig{Predictor: "none", Dial: dial, NotSentLowat: c.cfg})
+		// One byte each way proves the pair is forwarding, so the option was set before.
+		src.Write([]byte{1})
+		dst.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(dst, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		conn := <-dialled
+		rc, err := conn.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		var gerr error
+		rc.Control(func(fd uintptr) { got, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT) })
+		if gerr != nil {
+			t.Fatal(gerr)
+		}
+		if c.want > 0 && got != c.want {
+			t.Errorf("NotSentLowat %d: the destination socket has %d, want %d", c.cfg, got, c.want)
+		}
+		if c.want < 0 && got == DefaultNotSentLowat {
+			t.Errorf("NotSentLowat %d: the proxy set %d anyway", c.cfg, got)
 		}
 	}
 }

@@ -31,12 +31,12 @@ post-copy, once per guest pattern and mode: plain (QEMU's own post-copy) and thr
 pagewarp's prefetching proxy with predictor none, nextn and ppm, all with the same
 push budget. Every migration boots a fresh source and destination from the pattern's
 one guest image and uses the same pre-copy time and bandwidth caps. The two QEMUs
-run in two network namespaces joined by a 100 Mbit/s veth pair (--link), so the
+run in two network namespaces joined by a 1 Gbit/s veth pair (--link), so the
 network limits post-copy and urgent pages queue behind the background stream as on
 a real link (on loopback, --link loopback, QEMU's max-postcopy-bandwidth caps the
 background stream instead; QEMU 7.2 then serves a page request only at the next
 100 ms rate-limit window, which swamps everything else). The guest computes between
-page visits (--think; about 2,000 visits/s by default, half the capped stream's pages/s)
+page visits (--think; about 2,000 visits/s by default)
 so that its page order, not only bandwidth, decides how often it waits. It reports the destination's
 own page requests (counted at the proxy; for plain the source's ram.postcopy-requests),
 the injected requests, the destination's postcopy-blocktime, the post-copy time, and
@@ -110,15 +110,15 @@ paused or failed. Needs qemu-system-x86_64 (make deps-qemu).`,
 	f.IntVar(&budget, "budget", bench.QEMUDefaultBudget, "pages the proxy injects after each real request, for every predictor")
 	f.IntVar(&repeat, "repeat", 1, "migrations per cell; the table shows medians, the JSON every run too")
 	f.IntVar(&reliable, "reliability", 0, "also run this many proxied migrations and count those that pause or fail")
-	f.StringVar(&memory, "memory", "160MiB", "guest RAM")
-	f.StringVar(&region, "region", "64MiB", "the guest's working region (a power of two of pages, inside RAM above 1 MiB)")
+	f.StringVar(&memory, "memory", "320MiB", "guest RAM")
+	f.StringVar(&region, "region", "256MiB", "the guest's working region (a power of two of pages, inside RAM above 1 MiB)")
 	f.StringVar(&maxBW, "bandwidth", "32MiB", "pre-copy bandwidth cap per second (max-bandwidth)")
 	f.StringVar(&postcopyBW, "postcopy-bandwidth", "", "post-copy background bandwidth cap per second (QEMU's max-postcopy-bandwidth; default: none on a veth link, 16MiB on loopback; none)")
-	f.StringVar(&link, "link", "veth:100mbit", "network between the QEMUs: veth:RATE[,DELAY] (two network namespaces, tc-shaped; needs root, falls back to loopback) or loopback")
+	f.StringVar(&link, "link", "veth:1gbit", "network between the QEMUs: veth:RATE[,DELAY] (two network namespaces, tc-shaped; needs root, falls back to loopback) or loopback")
 	f.DurationVar(&postcopyAfter, "precopy", 500*time.Millisecond, "pre-copy time before migrate-start-postcopy")
 	f.DurationVar(&settle, "settle", 300*time.Millisecond, "guest run time on the destination before its memory is verified")
 	f.DurationVar(&per, "run-timeout", 3*time.Minute, "limit of one migration, start to verification")
-	f.BoolVar(&preempt, "preempt", false, "postcopy-preempt in every migration of the matrix")
+	f.BoolVar(&preempt, "preempt", true, "postcopy-preempt in every migration of the matrix (--preempt=false: urgent pages share the main connection and wait behind its queue)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object {\"results\": [...], \"targets\": [...], \"setup\": {...}}")
 	f.StringVar(&from, "from", "", "do not run: print (and write the report folder of) the result saved by an earlier --json run")
 	return cmd
