@@ -88,6 +88,9 @@ type QEMUConfig struct {
 	// bytes/s; PostcopyAfter is the pre-copy time before migrate-start-postcopy (default 500 ms).
 	MaxBandwidth, PostcopyBandwidth uint64
 	PostcopyAfter                   time.Duration
+	// CPUs is the guest's vCPUs (guest.Config.CPUs: 1 or 2, default 1), each running the
+	// pattern over its half of the region.
+	CPUs int
 	// Think is the guest's delay-loop iterations between page visits (guest.Config.Think; default
 	// QEMUDefaultThink, -1 for none: the pattern flat out).
 	Think int
@@ -216,6 +219,7 @@ type QEMUSetup struct {
 	PostcopyAfterSeconds float64 `json:"postcopy_after_seconds"`
 	Preempt              bool    `json:"preempt"`
 	Think                int     `json:"think"`
+	GuestCPUs            int     `json:"guest_cpus"`
 	Budget               int     `json:"budget"`
 	Repeat               int     `json:"repeat"`
 	SettleSeconds        float64 `json:"settle_seconds"`
@@ -295,7 +299,7 @@ func QEMU(ctx context.Context, cfg QEMUConfig) (*QEMUReport, error) {
 		QEMU: qemuVersion(ctx, bin), Accel: "tcg", CPUs: runtime.NumCPU(), Kernel: kernelRelease(),
 		MemMiB: cfg.MemMiB, RegionPages: cfg.RegionPages, MaxBandwidth: cfg.MaxBandwidth,
 		PostcopyBandwidth: cfg.PostcopyBandwidth, PostcopyAfterSeconds: cfg.PostcopyAfter.Seconds(),
-		Preempt: cfg.Preempt, Think: cfg.Think, Budget: cfg.Budget, Repeat: cfg.Repeat, SettleSeconds: cfg.Settle.Seconds(),
+		Preempt: cfg.Preempt, Think: cfg.Think, GuestCPUs: max(cfg.CPUs, 1), Budget: cfg.Budget, Repeat: cfg.Repeat, SettleSeconds: cfg.Settle.Seconds(),
 	}}
 	cells := map[[2]string]*QEMUResult{}
 	for _, p := range patterns {
@@ -411,7 +415,7 @@ func (cfg QEMUConfig) withDefaults() (QEMUConfig, []guest.Pattern, error) {
 
 // guestConfig is the guest of every migration.
 func (cfg QEMUConfig) guestConfig() guest.Config {
-	return guest.Config{Pages: cfg.RegionPages, Think: uint32(max(cfg.Think, 0))}
+	return guest.Config{Pages: cfg.RegionPages, Think: uint32(max(cfg.Think, 0)), CPUs: uint32(max(cfg.CPUs, 1))}
 }
 
 // qemuPredictor is the proxy predictor of a proxy mode ("" for plain).

@@ -13,7 +13,7 @@ import (
 var guestConfig = guest.Config{Pages: 16384}
 
 // TestProxyQEMU migrates a running guest through the proxy, with predictors none and ppm, with
-// and without postcopy-preempt, and checks the destination's memory. Post-copy bandwidth is
+// and without postcopy-preempt, with one vCPU and two, and checks the destination's memory. Post-copy bandwidth is
 // capped so that the destination's faults, not the background transfer, bring in most of what
 // it touches, and the proxy has requests to predict from.
 func TestProxyQEMU(t *testing.T) {
@@ -22,16 +22,22 @@ func TestProxyQEMU(t *testing.T) {
 		pattern   guest.Pattern
 		predictor string
 		preempt   bool
+		cpus      uint32
 	}{
-		{guest.Sequential, "none", false},
-		{guest.Sequential, "ppm", false},
-		{guest.Strided, "ppm", true},
-		{guest.PointerChase, "nextn", false},
+		{guest.Sequential, "none", false, 1},
+		{guest.Sequential, "ppm", false, 1},
+		{guest.Strided, "ppm", true, 1},
+		{guest.PointerChase, "nextn", false, 1},
+		{guest.Reverse, "ppm", true, 2},
 	} {
 		name := fmt.Sprintf("%v-%s", c.pattern, c.predictor)
 		if c.preempt {
 			name += "-preempt"
 		}
+		if c.cpus > 1 {
+			name += fmt.Sprintf("-%dcpus", c.cpus)
+		}
+		guestConfig := guest.Config{Pages: guestConfig.Pages, CPUs: c.cpus}
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()

@@ -16,7 +16,7 @@ func newBenchQEMUCmd(g *globals) *cobra.Command {
 	var (
 		patterns, modes            []string
 		budget, repeat, reliable   int
-		think                      int
+		think, cpus                int
 		memory, region             string
 		maxBW, postcopyBW          string
 		postcopyAfter, settle, per time.Duration
@@ -54,7 +54,7 @@ paused or failed. Needs qemu-system-x86_64 (make deps-qemu).`,
 				}
 				return finishSuite(g, cmd, "qemu", rep, asJSON)
 			}
-			cfg := bench.QEMUConfig{Patterns: patterns, Modes: modes, Budget: budget, Think: think, Repeat: repeat, Reliability: reliable,
+			cfg := bench.QEMUConfig{Patterns: patterns, Modes: modes, Budget: budget, Think: think, CPUs: cpus, Repeat: repeat, Reliability: reliable,
 				PostcopyAfter: postcopyAfter, Preempt: preempt, Settle: settle, RunTimeout: per}
 			mem, err := bench.ParseSize(memory)
 			if err != nil || mem <= 0 || mem%(1<<20) != 0 {
@@ -105,6 +105,7 @@ paused or failed. Needs qemu-system-x86_64 (make deps-qemu).`,
 	}
 	f := cmd.Flags()
 	f.StringSliceVar(&patterns, "patterns", nil, "guest patterns (default: all of sequential, strided, hotset, chase, reverse)")
+	f.IntVar(&cpus, "cpus", 1, "guest vCPUs (1 or 2), each running the pattern over its half of the region (visit rate and guest wait are vCPU 0's)")
 	f.IntVar(&think, "think", bench.QEMUDefaultThink, "guest delay-loop iterations between page visits (about 2 ns each under TCG here); -1: none, the guest rewrites its region flat out")
 	f.StringSliceVar(&modes, "modes", nil, "modes (default: all of "+strings.Join(bench.QEMUModes, ", ")+")")
 	f.IntVar(&budget, "budget", bench.QEMUDefaultBudget, "pages the proxy injects after each real request, for every predictor")

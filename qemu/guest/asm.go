@@ -46,6 +46,30 @@ func (a *asm) lgdt16(l string) { a.emit(0x0f, 0x01, 0x16); a.ref16(l) } // lgdt 
 func (a *asm) movEAXCR0()      { a.emit(0x0f, 0x20, 0xc0) }             // mov eax, cr0: 0F 20 /r, ModRM 11 000(cr0) 000(eax)
 func (a *asm) movCR0EAX()      { a.emit(0x0f, 0x22, 0xc0) }             // mov cr0, eax: 0F 22 /r
 
+func (a *asm) movESAX()          { a.emit(0x8e, 0xc0) }              // mov es, ax: 8E /r, ModRM 11 000(es) 000(ax)
+func (a *asm) movAX16r(v uint16) { a.emit(0xb8); a.imm16(v) }        // mov ax, imm16: B8 iw
+func (a *asm) movBX16(v uint16)  { a.emit(0xbb); a.imm16(v) }        // mov bx, imm16: BB iw
+func (a *asm) movCX16r(v uint16) { a.emit(0xb9); a.imm16(v) }        // mov cx, imm16: B9 iw
+func (a *asm) movDH(v byte)      { a.emit(0xb6, v) }                 // mov dh, imm8: B6 ib
+func (a *asm) int13()            { a.emit(0xcd, 0x13) }              // int 0x13 (BIOS disk services): CD ib
+func (a *asm) jc8(l string)      { a.emit(0x72); a.ref(1, l, true) } // jc rel8: 72 cb
+
+// protectedMode enters 32-bit protected mode from real mode and jumps to label pm (in the
+// code segment, selector 0x08): interrupts off, A20 on, the GDT (label gdtdesc), CR0.PE.
+func (a *asm) protectedMode(pm string) {
+	a.cli()
+	a.xorAXAX16()
+	a.movDSAX() // lgdt reads gdtdesc through DS
+	a.inAL92()
+	a.orAL(0x02)
+	a.outAL92()
+	a.lgdt16("gdtdesc")
+	a.movEAXCR0()
+	a.orAL(0x01)
+	a.movCR0EAX()
+	a.ljmp32(0x08, pm)
+}
+
 // ljmp32 is `jmp dword sel:label` from 16-bit code: 66 (operand size 32) EA ptr16:32.
 func (a *asm) ljmp32(sel uint16, l string) { a.emit(0x66, 0xea); a.ref(4, l, false); a.imm16(sel) }
 
@@ -113,6 +137,32 @@ func (a *asm) jnz8(l string) { a.emit(0x75); a.ref(1, l, true) }
 // jnz32 and jmp32 jump anywhere: 0F 85 cd / E9 cd.
 func (a *asm) jnz32(l string) { a.emit(0x0f, 0x85); a.ref(4, l, true) }
 func (a *asm) jmp32(l string) { a.emit(0xe9); a.ref(4, l, true) }
+
+// flatSegments loads the flat data segment (selector 0x10) into ds, es, ss, fs and gs.
+func (a *asm) flatSegments() {
+	a.movAX16(0x10)
+	for _, seg := range []byte{3, 0, 2, 4, 5} { // ds es ss fs gs
+		a.movSegAX(seg)
+	}
+}
+
+// delay spins n iterations of dec ecx / jnz (about 2 ns each under TCG here).
+func (a *asm) delay(n uint32) {
+	a.movECX(n)
+	l := fmt.Sprintf("delay%d", len(a.b))
+	a.label(l)
+	a.decECX()
+	a.jnz8(l)
+}
+
+func (a *asm) hlt() { a.emit(0xf4) } // hlt: F4
+
+// padTo appends zero bytes up to offset n (nothing if the code is already there).
+func (a *asm) padTo(n int) {
+	for len(a.b) < n {
+		a.emit(0)
+	}
+}
 
 func (a *asm) align(n int) {
 	for len(a.b)%n != 0 {

@@ -1,7 +1,9 @@
-// Package guest builds the test guest of the real-QEMU tests: a 512-byte x86 boot sector,
-// assembled here from bytes (every instruction written out and commented in asm.go), that enters
-// 32-bit protected mode and runs one memory access pattern over a region of guest RAM forever,
-// and the checker that verifies a dump of that RAM (pmemsave) after a migration.
+// Package guest builds the test guest of the real-QEMU tests: an x86 disk image, assembled
+// here from bytes (every instruction written out and commented in asm.go), whose boot sector
+// loads the rest of the image, enters 32-bit protected mode and runs one memory access pattern
+// over a region of guest RAM forever, on one vCPU or two (the second started with INIT and
+// SIPI, each over its own half of the region), and the checker that verifies a dump of that
+// RAM (pmemsave) after a migration.
 //
 // The idea is QEMU's own migration test guest (tests/migration/i386/a-b-bootblock.S): every
 // pass increments a counter in every page of the region, so at any instant all counters are
@@ -10,14 +12,18 @@
 //
 // # Guest memory layout
 //
-//	0x7c00            the boot sector (code, GDT)
-//	HeaderAddr        u32 Magic, u32 pattern, u32 passes completed (incremented after each pass)
-//	TouchesAddr       u32 page visits so far (incremented just before each visit's own store);
-//	                  the next word holds the think count (0 during the first pass)
-//	RegionStart       Config.Pages pages; in each page: u32 counter at offset 0 (the pattern's
-//	                  visits), u32 next-page address at offset 4 (pointer chase only)
+//	0x7c00            the boot sector (loader, switch to protected mode, GDT)
+//	0x7e00            stage 2 (8 sectors, loaded by the boot sector through BIOS int 13h);
+//	                  0x8000: the second vCPU's real-mode entry (SIPI vector 8)
+//	0x9000 + 0x100*k  vCPU k's control block: u32 page visits so far (TouchesAddrOf;
+//	                  incremented just before each visit's own store), u32 think count (0 during
+//	                  the first pass), and at +16 its header (HeaderAddrOf): u32 Magic, u32
+//	                  pattern, u32 passes completed (incremented after each pass)
+//	RegionStart       Config.Pages pages, split evenly between the vCPUs (Config.Part); in each
+//	                  page: u32 counter at offset 0 (the pattern's visits), u32 next-page address
+//	                  at offset 4 (pointer chase only), u32 Magic at offset 8 (hot set only)
 //
-// # Patterns and their invariants (P = passes completed, read from the header)
+// # Patterns and their invariants (per vCPU, over its part; P = passes completed, read from its header)
 //
 //   - Sequential: pages 0, 1, …, N-1 each pass. Along that order the counters are
 //     non-increasing and all in {P, P+1}.

@@ -43,20 +43,36 @@ func ParsePattern(name string) (Pattern, error) {
 
 // Memory layout and constants of the guest.
 const (
-	PageSize    = 4096
-	HeaderAddr  = 0x7e00     // just after the boot sector
-	HeaderSize  = 12         // magic, pattern, passes
-	TouchesAddr = 0x9000     // u32 page visits so far (wraps), in a page of its own
-	thinkAddr   = 0x9004     // u32 delay-loop iterations per visit: 0 in the first pass, then Config.Think
+	PageSize = 4096
+	// The per-CPU control blocks: CPU k's at ctlBase + k*ctlSize holds its visit counter
+	// (TouchesAddr), its think count, and its header (HeaderAddr: magic, pattern, passes).
+	ctlBase     = 0x9000
+	ctlSize     = 0x100
+	TouchesAddr = ctlBase      // CPU 0's u32 page visits so far (wraps)
+	thinkAddr   = ctlBase + 4  // u32 delay-loop iterations per visit: 0 in the first pass, then Config.Think
+	HeaderAddr  = ctlBase + 16 // CPU 0's u32 Magic, u32 pattern, u32 passes completed
+	HeaderSize  = 12
 	RegionStart = 1 << 20    // 1 MiB: above the BIOS areas
 	Magic       = 0x31475750 // "PWG1" little-endian
+	// MaxCPUs is the largest Config.CPUs.
+	MaxCPUs = 2
 	// ChaseA and ChaseC define the pointer-chase cycle x -> (ChaseA*x + ChaseC) mod N: with N a
 	// power of two, ChaseA = 1 mod 4 and ChaseC odd give a full period (Hull-Dobell).
 	ChaseA = 1103515245
 	ChaseC = 12345
 
 	comPort = 0x3f8
+	// The boot sector loads stage2Sectors more sectors of the image at stage2Addr; the second
+	// CPU starts (SIPI vector apEntry>>12) at apEntry, inside them.
+	stage2Addr    = 0x7e00
+	stage2Sectors = 8
+	apEntry       = 0x8000
+	apicICR       = 0xfee00300 // the local APIC's interrupt command register (low word)
 )
+
+// HeaderAddrOf and TouchesAddrOf are CPU cpu's header and visit counter.
+func HeaderAddrOf(cpu int) uint64  { return HeaderAddr + uint64(cpu)*ctlSize }
+func TouchesAddrOf(cpu int) uint64 { return TouchesAddr + uint64(cpu)*ctlSize }
 
 // Config sizes the guest's region. Zero values select the defaults.
 type Config struct {
@@ -77,37 +93,81 @@ type Config struct {
 	// KeepTLB leaves out the invlpg after every store (see Build), reproducing QEMU's lost
 	// stores under TCG before 9.0.
 	KeepTLB bool
+	// CPUs is how many vCPUs run the pattern (1 or 2, default 1; QEMU needs -smp at least as
+	// many). Each runs it over its own equal part of the region (Part), with its own header and
+	// visit counter (HeaderAddrOf, TouchesAddrOf); Stride and Hot apply to each part.
+	CPUs uint32
+
+	base uint64 // a Part's first address (0: RegionStart)
 }
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Pages == 0 {
 		c.Pages = 16384
 	}
+	if c.CPUs == 0 {
+		c.CPUs = 1
+	}
+	if c.CPUs > MaxCPUs {
+		return c, fmt.Errorf("guest: %d CPUs, at most %d", c.CPUs, MaxCPUs)
+	}
+	part := c.Pages / c.CPUs
 	if c.Stride == 0 {
-		c.Stride = min(17, c.Pages-1) // odd for any power of two >= 2
+		c.Stride = min(17, part-1) // odd for any power of two >= 2
 	}
 	if c.Hot == 0 {
-		c.Hot = min(512, c.Pages/2)
+		c.Hot = min(512, part/2)
 	}
-	if c.Pages < 16 || c.Pages > 65536 || bits.OnesCount32(c.Pages) != 1 {
-		return c, fmt.Errorf("guest: pages %d is not a power of two in 16..65536", c.Pages)
+	if c.Pages < 16 || c.Pages > 65536 || bits.OnesCount32(c.Pages) != 1 || part < 16 {
+		return c, fmt.Errorf("guest: pages %d is not a power of two in 16..65536 (at least 16 per CPU)", c.Pages)
 	}
-	if c.Stride%2 == 0 || c.Stride >= c.Pages {
-		return c, fmt.Errorf("guest: stride %d is not odd and below %d", c.Stride, c.Pages)
+	if c.Stride%2 == 0 || c.Stride >= part {
+		return c, fmt.Errorf("guest: stride %d is not odd and below %d", c.Stride, part)
 	}
-	if c.Hot >= c.Pages {
-		return c, fmt.Errorf("guest: hot set %d is not below %d pages", c.Hot, c.Pages)
+	if c.Hot >= part {
+		return c, fmt.Errorf("guest: hot set %d is not below %d pages", c.Hot, part)
 	}
 	return c, nil
+}
+
+// Part returns the part of the region that CPU cpu runs the pattern over, as a one-CPU
+// Config: the one to give Order, Check and CheckTouches with that CPU's header, visit
+// counter and RegionBytes of the dump from PartStart.
+func (c Config) Part(cpu int) Config {
+	c, _ = c.withDefaults()
+	n := c.Pages / c.CPUs
+	p := c
+	p.Pages, p.CPUs = n, 1
+	p.base = c.regionStart() + uint64(cpu)*uint64(n)*PageSize
+	return p
+}
+
+// PartStart is the guest physical address where a Config's region (or Part) starts.
+func (c Config) PartStart() uint64 { return c.regionStart() }
+
+// RegionBytes is the size of a Config's region (or Part) in bytes.
+func (c Config) RegionBytes() uint64 {
+	c, _ = c.withDefaults()
+	return uint64(c.Pages) * PageSize
+}
+
+func (c Config) regionStart() uint64 {
+	if c.base != 0 {
+		return c.base
+	}
+	return RegionStart
 }
 
 // RegionEnd is the guest physical address just past the region of c.
 func (c Config) RegionEnd() uint64 {
 	c, _ = c.withDefaults()
-	return RegionStart + uint64(c.Pages)*PageSize
+	return c.regionStart() + uint64(c.Pages)*PageSize
 }
 
-// Build returns the 512-byte boot sector running pattern p over the region of c.
+// Build returns the disk image running pattern p over the region of c: a boot sector that
+// loads the rest of the image (stage 2) with the BIOS, enters 32-bit protected mode and runs
+// CPU 0's part; with c.CPUs 2 it first starts the second CPU (INIT, then two SIPIs) at a
+// real-mode entry in stage 2 that enters protected mode too and runs CPU 1's part.
 func Build(p Pattern, c Config) ([]byte, error) {
 	c, err := c.withDefaults()
 	if err != nil {
@@ -116,36 +176,98 @@ func Build(p Pattern, c Config) ([]byte, error) {
 	if _, ok := patternNames[p]; !ok {
 		return nil, fmt.Errorf("guest: unknown pattern %d", uint32(p))
 	}
-	n := c.Pages
-	end := uint32(RegionStart + n*PageSize)
 	a := newAsm()
 
-	// Real mode, CS:IP = 0:0x7c00 (SeaBIOS). Interrupts off, A20 on, load the GDT, set CR0.PE,
-	// far-jump into the 32-bit code segment (selector 0x08).
-	a.cli()
+	// Sector 0, real mode, CS:IP = 0:0x7c00 (SeaBIOS), DL = the boot drive. Load stage 2 (BIOS
+	// int 13h, AH=2: AL sectors from CHS 0/0/2 to ES:BX), then interrupts off, A20 on, the GDT,
+	// CR0.PE, and a far jump into the 32-bit code segment (selector 0x08). A failed read hangs
+	// before printing 'A'.
 	a.xorAXAX16()
-	a.movDSAX() // lgdt reads gdtdesc through DS
-	a.inAL92()
-	a.orAL(0x02)
-	a.outAL92()
-	a.lgdt16("gdtdesc")
-	a.movEAXCR0()
-	a.orAL(0x01)
-	a.movCR0EAX()
-	a.ljmp32(0x08, "pm32")
+	a.movDSAX()
+	a.movESAX()
+	a.movBX16(stage2Addr)
+	a.movAX16r(0x0200 | stage2Sectors)
+	a.movCX16r(0x0002)
+	a.movDH(0)
+	a.int13()
+	a.label("readfail")
+	a.jc8("readfail")
+	a.protectedMode("pm32")
 
-	// Protected mode: flat data segment (selector 0x10) everywhere, a stack below the sector.
-	a.label("pm32")
-	a.movAX16(0x10)
-	for _, seg := range []byte{3, 0, 2, 4, 5} { // ds es ss fs gs
-		a.movSegAX(seg)
+	// GDT: null, code (base 0, limit 4 GiB, 32-bit, execute/read), data (read/write).
+	a.align(8)
+	a.label("gdt")
+	a.emit(0, 0, 0, 0, 0, 0, 0, 0)
+	a.emit(0xff, 0xff, 0x00, 0x00, 0x00, 0x9a, 0xcf, 0x00)
+	a.emit(0xff, 0xff, 0x00, 0x00, 0x00, 0x92, 0xcf, 0x00)
+	a.label("gdtdesc")
+	a.imm16(3*8 - 1)
+	a.ref(4, "gdt", false)
+	if len(a.b) > 510 {
+		return nil, fmt.Errorf("guest: %d bytes of code do not fit a boot sector", len(a.b))
 	}
+	a.padTo(510)
+	a.emit(0x55, 0xaa)
+
+	// Stage 2, loaded at stage2Addr. The second CPU's entry must be at apEntry, page-aligned:
+	// after INIT and SIPI vector apEntry>>12 it runs in real mode from CS:IP = apEntry>>4:0.
+	a.padTo(apEntry - loadAddr)
+	a.label("ap16")
+	a.protectedMode("ap32")
+	a.label("ap32")
+	a.flatSegments()
+	a.movESP(apEntry - 0x800) // a stack of its own (the pattern code pushes nothing)
+	if c.CPUs > 1 {
+		emitPattern(a, p, c, 1)
+	} else {
+		a.label("aphalt")
+		a.hlt()
+		a.jmp32("aphalt")
+	}
+
+	a.label("pm32")
+	a.flatSegments()
 	a.movESP(loadAddr)
-	a.movMemAbs(HeaderAddr, Magic)
-	a.movMemAbs(HeaderAddr+4, uint32(p))
-	a.movMemAbs(HeaderAddr+8, 0) // passes
-	a.movMemAbs(TouchesAddr, 0)
-	a.movMemAbs(thinkAddr, 0)
+	if c.CPUs > 1 {
+		// INIT to all but self puts the other CPU (halted by SeaBIOS after it counted the
+		// CPUs) into wait-for-SIPI; then two start-up IPIs, ~10 ms apart as the MP
+		// specification asks (QEMU would not need the wait).
+		a.movMemAbs(apicICR, 0x000c4500) // all excluding self, level assert, INIT
+		a.delay(5_000_000)
+		for range 2 {
+			a.movMemAbs(apicICR, 0x000c4600|apEntry>>12) // all excluding self, level assert, SIPI
+			a.delay(100_000)
+		}
+	}
+	emitPattern(a, p, c, 0)
+
+	if err := a.link(); err != nil {
+		return nil, fmt.Errorf("guest: %w", err)
+	}
+	if max := 512 * (1 + stage2Sectors); len(a.b) > max {
+		return nil, fmt.Errorf("guest: an image of %d bytes, more than the %d the boot sector loads", len(a.b), max)
+	}
+	a.padTo(512 * (1 + stage2Sectors))
+	return a.b, nil
+}
+
+// emitPattern emits CPU cpu's code: initialise its control block (and for the pointer chase
+// link its pages; for the hot set fill them), print 'A' (CPU 0), then run pattern p over its
+// part of the region forever. Labels are prefixed with the CPU.
+func emitPattern(a *asm, p Pattern, c Config, cpu int) {
+	part := c.Part(cpu)
+	l := func(s string) string { return fmt.Sprintf("c%d.%s", cpu, s) }
+	n := part.Pages
+	start := uint32(part.regionStart())
+	end := start + n*PageSize
+	ctl := uint32(ctlBase + cpu*ctlSize)
+	touches, think, header := ctl, ctl+4, ctl+16
+
+	a.movMemAbs(header, Magic)
+	a.movMemAbs(header+4, uint32(p))
+	a.movMemAbs(header+8, 0) // passes
+	a.movMemAbs(touches, 0)
+	a.movMemAbs(think, 0)
 
 	switch p {
 	case PointerChase:
@@ -153,39 +275,39 @@ func Build(p Pattern, c Config) ([]byte, error) {
 		// esi = &page[x], ebx = &page[next]; [esi+4] = ebx.
 		a.xorEAXEAX()
 		a.movECX(n)
-		a.label("link")
+		a.label(l("link"))
 		a.imulEDXEAX(ChaseA)
 		a.addEDX(ChaseC)
 		a.andEDX(n - 1)
 		a.movESIEAX()
 		a.shlESI(12)
-		a.addESI(RegionStart)
+		a.addESI(start)
 		a.movEBXEDX()
 		a.shlEBX(12)
-		a.addEBX(RegionStart)
+		a.addEBX(start)
 		a.movESI4EBX()
 		a.movEAXEDX()
 		a.decECX()
-		a.jnz8("link")
+		a.jnz8(l("link"))
 	case HotSet:
-		a.movEDI(RegionStart + c.Hot*PageSize) // the cold cursor
-	}
-	if p == HotSet {
 		// Fill every page (a word at offset 8, which no pattern uses) so the region holds data
 		// from the start: the hot set's first pass visits one cold page only, and zero pages
 		// would cross a migration as markers, leaving post-copy nothing to move.
-		a.movEAX(RegionStart)
-		a.label("fill")
+		a.movEAX(start)
+		a.label(l("fill"))
 		a.movMemEAX8(Magic)
 		a.addEAX(PageSize)
 		a.cmpEAX(end)
-		a.jb8("fill")
+		a.jb8(l("fill"))
+		a.movEDI(start + part.Hot*PageSize) // the cold cursor
 	}
 
 	// 'A' on COM1: the pattern starts. bl counts passes modulo 256 for the 'B's.
-	a.movDX16(comPort)
-	a.movAL('A')
-	a.outDXAL()
+	if cpu == 0 {
+		a.movDX16(comPort)
+		a.movAL('A')
+		a.outDXAL()
+	}
 	a.xorEBXEBX()
 
 	// visit counts a visit, then increments the counter of the page at [reg] (inc emits it and
@@ -199,110 +321,91 @@ func Build(p Pattern, c Config) ([]byte, error) {
 	// marked dirty again and the destination keeps an old copy. A real guest flushes its TLB
 	// all the time (every context switch); this one never would.
 	visit := func(inc func(), flush func()) {
-		a.incMemAbs(TouchesAddr)
+		a.incMemAbs(touches)
 		if !c.KeepTLB {
-			a.invlpgAbs(TouchesAddr)
+			a.invlpgAbs(touches)
 		}
 		inc()
 		if !c.KeepTLB {
 			flush()
 		}
 		if c.Think > 0 {
-			// esi = [thinkAddr] + 1; do esi-- while esi != 0: one iteration when it is 0.
-			a.movESIMem(thinkAddr)
+			// esi = [think] + 1; do esi-- while esi != 0: one iteration when it is 0.
+			a.movESIMem(think)
 			a.incESI()
-			l := fmt.Sprintf("think%d", len(a.b))
-			a.label(l)
+			t := l(fmt.Sprintf("think%d", len(a.b)))
+			a.label(t)
 			a.decESI()
-			a.jnz8(l)
+			a.jnz8(t)
 		}
 	}
 
-	a.label("pass")
+	a.label(l("pass"))
 	switch p {
 	case Sequential:
-		a.movEAX(RegionStart)
-		a.label("inner")
+		a.movEAX(start)
+		a.label(l("inner"))
 		visit(a.incMemEAX, a.invlpgEAX)
 		a.addEAX(PageSize)
 		a.cmpEAX(end)
-		a.jb8("inner")
+		a.jb8(l("inner"))
 	case Reverse:
 		a.movEAX(end - PageSize)
-		a.label("inner")
+		a.label(l("inner"))
 		visit(a.incMemEAX, a.invlpgEAX)
 		a.subEAX(PageSize)
-		a.cmpEAX(RegionStart)
-		a.jae8("inner") // unsigned: below RegionStart after the first page
+		a.cmpEAX(start)
+		a.jae8(l("inner")) // unsigned: below start after the first page
 	case Strided:
 		// eax walks (j*Stride) mod N: add Stride pages, wrap by subtracting the region size.
-		a.movEAX(RegionStart)
+		a.movEAX(start)
 		a.movECX(n)
-		a.label("inner")
+		a.label(l("inner"))
 		visit(a.incMemEAX, a.invlpgEAX)
-		a.addEAX(c.Stride * PageSize)
+		a.addEAX(part.Stride * PageSize)
 		a.cmpEAX(end)
-		a.jb8("nowrap")
+		a.jb8(l("nowrap"))
 		a.subEAX(n * PageSize)
-		a.label("nowrap")
+		a.label(l("nowrap"))
 		a.decECX()
-		a.jnz8("inner")
+		a.jnz8(l("inner"))
 	case HotSet:
-		a.movEAX(RegionStart)
-		a.label("inner")
+		a.movEAX(start)
+		a.label(l("inner"))
 		visit(a.incMemEAX, a.invlpgEAX)
 		a.addEAX(PageSize)
-		a.cmpEAX(RegionStart + c.Hot*PageSize)
-		a.jb8("inner")
+		a.cmpEAX(start + part.Hot*PageSize)
+		a.jb8(l("inner"))
 		visit(a.incMemEDI, a.invlpgEDI) // one cold page per pass
 		a.addEDI(PageSize)
 		a.cmpEDI(end)
-		a.jb8("coldok")
-		a.movEDI(RegionStart + c.Hot*PageSize)
-		a.label("coldok")
+		a.jb8(l("coldok"))
+		a.movEDI(start + part.Hot*PageSize)
+		a.label(l("coldok"))
 	case PointerChase:
-		a.movEAX(RegionStart)
+		a.movEAX(start)
 		a.movECX(n)
-		a.label("inner")
+		a.label(l("inner"))
 		visit(a.incMemEAX, a.invlpgEAX)
 		a.movEAXEAX4() // the next page is known only once this one is read
 		a.decECX()
-		a.jnz8("inner")
+		a.jnz8(l("inner"))
 	}
-	a.incMemAbs(HeaderAddr + 8)
+	a.incMemAbs(header + 8)
 	if !c.KeepTLB {
-		a.invlpgAbs(HeaderAddr)
+		a.invlpgAbs(header)
 	}
 	if c.Think > 0 {
-		a.movMemAbs(thinkAddr, c.Think) // from the second pass on
+		a.movMemAbs(think, c.Think) // from the second pass on
 	}
 	a.incBL()
-	a.jnz32("pass")
-	a.movDX16(comPort)
-	a.movAL('B')
-	a.outDXAL()
-	a.jmp32("pass")
-
-	// GDT: null, code (base 0, limit 4 GiB, 32-bit, execute/read), data (read/write).
-	a.align(8)
-	a.label("gdt")
-	a.emit(0, 0, 0, 0, 0, 0, 0, 0)
-	a.emit(0xff, 0xff, 0x00, 0x00, 0x00, 0x9a, 0xcf, 0x00)
-	a.emit(0xff, 0xff, 0x00, 0x00, 0x00, 0x92, 0xcf, 0x00)
-	a.label("gdtdesc")
-	a.imm16(3*8 - 1)
-	a.ref(4, "gdt", false)
-
-	if err := a.link(); err != nil {
-		return nil, fmt.Errorf("guest: %w", err)
+	a.jnz32(l("pass"))
+	if cpu == 0 {
+		a.movDX16(comPort)
+		a.movAL('B')
+		a.outDXAL()
 	}
-	if len(a.b) > 510 {
-		return nil, fmt.Errorf("guest: %d bytes of code do not fit a boot sector", len(a.b))
-	}
-	sector := make([]byte, 512)
-	copy(sector, a.b)
-	sector[510], sector[511] = 0x55, 0xaa
-	return sector, nil
+	a.jmp32(l("pass"))
 }
 
 // ErrCorrupt is wrapped by Check's errors about memory that breaks the pattern's invariant.
@@ -358,11 +461,15 @@ func Passes(p Pattern, header []byte) (uint32, error) {
 
 // Check verifies a dump of the guest (header: HeaderSize bytes at HeaderAddr; region: the
 // region's bytes from RegionStart) against p's invariant and returns the passes completed.
+// With more than one CPU check each CPU's Part with its own header instead.
 // The guest must be stopped while both are dumped.
 func Check(p Pattern, c Config, header, region []byte) (uint32, error) {
 	c, err := c.withDefaults()
 	if err != nil {
 		return 0, err
+	}
+	if c.CPUs > 1 {
+		return 0, fmt.Errorf("guest: %d CPUs: check each CPU's Config.Part", c.CPUs)
 	}
 	passes, err := Passes(p, header)
 	if err != nil {
@@ -401,7 +508,7 @@ func Check(p Pattern, c Config, header, region []byte) (uint32, error) {
 		for j, pg := range order {
 			next := order[(j+1)%len(order)]
 			got := binary.LittleEndian.Uint32(region[pg*PageSize+4:])
-			if want := uint32(RegionStart) + next*PageSize; got != want {
+			if want := uint32(c.regionStart()) + next*PageSize; got != want {
 				return passes, fmt.Errorf("%w: page %d links to %#x, want %#x", ErrCorrupt, pg, got, want)
 			}
 		}
@@ -418,6 +525,9 @@ func CheckTouches(p Pattern, c Config, header, region []byte, touches uint32) er
 	c, err := c.withDefaults()
 	if err != nil {
 		return err
+	}
+	if c.CPUs > 1 {
+		return fmt.Errorf("guest: %d CPUs: check each CPU's Config.Part", c.CPUs)
 	}
 	passes, err := Passes(p, header)
 	if err != nil {

@@ -13,8 +13,16 @@ func TestBuild(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v: %v", p, err)
 		}
-		if len(b) != 512 || b[510] != 0x55 || b[511] != 0xaa {
-			t.Fatalf("%v: not a boot sector", p)
+		if len(b) != 512*(1+stage2Sectors) || b[510] != 0x55 || b[511] != 0xaa {
+			t.Fatalf("%v: not a boot sector and its stage 2", p)
+		}
+		two, err := Build(p, Config{CPUs: 2})
+		if err != nil {
+			t.Fatalf("%v with 2 CPUs: %v", p, err)
+		}
+		// The second CPU's code starts at apEntry; with one CPU it only halts.
+		if bytes.Equal(two, b) || two[apEntry-loadAddr] != 0xfa || b[apEntry-loadAddr] != 0xfa {
+			t.Fatalf("%v: no second CPU entry (cli) at %#x", p, apEntry)
 		}
 	}
 	if _, err := Build(Sequential, Config{Pages: 1000}); err == nil {
@@ -25,6 +33,22 @@ func TestBuild(t *testing.T) {
 	}
 	if _, err := Build(Pattern(9), Config{}); err == nil {
 		t.Fatal("accepted an unknown pattern")
+	}
+	if _, err := Build(Sequential, Config{CPUs: 3}); err == nil {
+		t.Fatal("accepted 3 CPUs")
+	}
+	if _, err := Build(Strided, Config{Pages: 32, CPUs: 2, Stride: 17}); err == nil {
+		t.Fatal("accepted a stride beyond a CPU's part")
+	}
+	// Parts: equal halves, one after the other.
+	c := Config{Pages: 1024, CPUs: 2}
+	p0, p1 := c.Part(0), c.Part(1)
+	if p0.PartStart() != RegionStart || p1.PartStart() != RegionStart+512*PageSize || p0.RegionBytes() != 512*PageSize ||
+		p1.RegionEnd() != c.RegionEnd() || HeaderAddrOf(1) != HeaderAddr+ctlSize || TouchesAddrOf(1) != TouchesAddr+ctlSize {
+		t.Fatalf("parts %+v %+v", p0, p1)
+	}
+	if _, err := Check(Sequential, c, nil, nil); err == nil {
+		t.Fatal("Check accepted a two-CPU config")
 	}
 }
 

@@ -48,6 +48,8 @@ type Options struct {
 	Boot []byte
 	// MemMiB is the guest RAM in MiB (default 160).
 	MemMiB int
+	// CPUs is the number of vCPUs (-smp; default 1).
+	CPUs int
 	// Incoming is the -incoming argument ("defer", "tcp:127.0.0.1:PORT"); empty for none.
 	Incoming string
 	// Accel is the accelerator (default "tcg": the boot sector stalls under this machine's KVM).
@@ -101,6 +103,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		"-name", o.Name,
 		"-accel", o.Accel,
 		"-m", fmt.Sprintf("%dM", o.MemMiB),
+		"-smp", fmt.Sprint(max(o.CPUs, 1)),
 		"-display", "none", "-monitor", "none", "-nodefaults", "-vga", "std",
 		"-serial", "file:" + v.SerialPath,
 		"-qmp", "unix:" + v.QMPPath + ",server=on,wait=off",
@@ -209,29 +212,43 @@ func (v *VM) Touches(ctx context.Context) (uint32, error) {
 	return binary.LittleEndian.Uint32(b), nil
 }
 
-// Verify stops the guest, dumps its header, region and visit counter, and checks them with
-// guest.Check and guest.CheckTouches. It returns the passes completed.
+// Verify stops the guest, dumps each CPU's header, part of the region and visit counter, and
+// checks them with guest.Check and guest.CheckTouches. It returns the passes CPU 0 completed.
 func (v *VM) Verify(ctx context.Context, p guest.Pattern, c guest.Config) (uint32, error) {
 	if err := v.QMP.Stop(ctx); err != nil {
 		return 0, err
 	}
-	h, err := v.Dump(ctx, guest.HeaderAddr, guest.HeaderSize)
-	if err != nil {
-		return 0, err
+	cpus := max(int(c.CPUs), 1)
+	var passes0 uint32
+	for cpu := range cpus {
+		part := c.Part(cpu)
+		h, err := v.Dump(ctx, guest.HeaderAddrOf(cpu), guest.HeaderSize)
+		if err != nil {
+			return 0, err
+		}
+		r, err := v.Dump(ctx, part.PartStart(), part.RegionBytes())
+		if err != nil {
+			return 0, err
+		}
+		tb, err := v.Dump(ctx, guest.TouchesAddrOf(cpu), 4)
+		if err != nil {
+			return 0, err
+		}
+		passes, err := guest.Check(p, part, h, r)
+		if err == nil {
+			err = guest.CheckTouches(p, part, h, r, binary.LittleEndian.Uint32(tb))
+		}
+		if err != nil {
+			if cpus > 1 {
+				err = fmt.Errorf("CPU %d: %w", cpu, err)
+			}
+			return passes, err
+		}
+		if cpu == 0 {
+			passes0 = passes
+		}
 	}
-	r, err := v.Dump(ctx, guest.RegionStart, c.RegionEnd()-guest.RegionStart)
-	if err != nil {
-		return 0, err
-	}
-	t, err := v.Touches(ctx)
-	if err != nil {
-		return 0, err
-	}
-	passes, err := guest.Check(p, c, h, r)
-	if err != nil {
-		return passes, err
-	}
-	return passes, guest.CheckTouches(p, c, h, r, t)
+	return passes0, nil
 }
 
 // StartPair starts a source running pattern p over the region of c and a destination waiting
@@ -244,6 +261,9 @@ func StartPair(ctx context.Context, o Options, p guest.Pattern, c guest.Config) 
 	boot, err := guest.Build(p, c)
 	if err != nil {
 		return nil, nil, err
+	}
+	if o.CPUs == 0 {
+		o.CPUs = int(c.CPUs)
 	}
 	so, do := o, o
 	so.Name, so.Boot, so.Incoming = "src", boot, ""

@@ -58,3 +58,55 @@ func TestPostcopyPlain(t *testing.T) {
 		})
 	}
 }
+
+// TestPostcopyTwoCPUs migrates a guest whose two vCPUs each run the pattern over their own half
+// of the region (the second started by INIT-SIPI-SIPI), with post-copy, and checks both
+// halves, both visit counters, and that both vCPUs kept running on the destination.
+func TestPostcopyTwoCPUs(t *testing.T) {
+	Require(t)
+	for _, p := range []guest.Pattern{guest.Strided, guest.PointerChase} {
+		t.Run(p.String(), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			gc := guest.Config{Pages: 16384, CPUs: 2}
+			src, dst := StartPair(t, ctx, p, gc)
+			touches := func(v *VM, cpu int) uint32 {
+				b, err := v.Dump(ctx, guest.TouchesAddrOf(cpu), 4)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+			}
+			// The second vCPU runs: its visit counter moves on the source.
+			a := touches(src, 1)
+			time.Sleep(100 * time.Millisecond)
+			if b := touches(src, 1); b == a {
+				t.Fatalf("the second vCPU is not running its pattern (visit counter %d, still %d 100 ms later)", a, b)
+			}
+			port, err := FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			uri := fmt.Sprintf("tcp:127.0.0.1:%d", port)
+			res, err := Migrate(ctx, src, dst, Migration{ListenURI: uri, ConnectURI: uri})
+			if err != nil {
+				t.Fatalf("%v\nsrc: %s\ndst: %s", err, src.Stderr(), dst.Stderr())
+			}
+			if _, err := dst.QMP.WaitEvent(ctx, "RESUME"); err != nil {
+				t.Fatal(err)
+			}
+			at := [2]uint32{touches(dst, 0), touches(dst, 1)}
+			time.Sleep(300 * time.Millisecond)
+			for cpu := range 2 {
+				if now := touches(dst, cpu); now == at[cpu] {
+					t.Fatalf("vCPU %d made no progress on the destination: %d visits, as many 300 ms later", cpu, now)
+				}
+			}
+			if _, err := dst.Verify(ctx, p, gc); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%v, 2 vCPUs: statuses %v, requests %d, postcopy %v, vCPU blocktime %v ms", p, res.Statuses,
+				res.Source.RAM.PostcopyRequests, res.Postcopy.Round(time.Millisecond), res.Dest.PostcopyVCPUBlocktime)
+		})
+	}
+}
