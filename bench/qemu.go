@@ -29,10 +29,8 @@ const (
 )
 
 // QEMUDefaultBudget is the benchmark's push budget: injected pages per real request, for every
-// predictor. Larger than the proxy's own default (qemu.DefaultBudget): under a capped
-// post-copy bandwidth one request round trip on this kind of machine lasts milliseconds (the
-// plain runs' blocktime per demand request), in which the guest touches far more than 8 pages.
-const QEMUDefaultBudget = 64
+// predictor (the proxy's own default, qemu.DefaultBudget).
+const QEMUDefaultBudget = qemu.DefaultBudget
 
 // QEMUDefaultThink is the benchmark guest's default work between page visits: about 2,000
 // visits/s under TCG here, half of what the capped post-copy stream delivers (4,096 pages/s at

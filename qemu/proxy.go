@@ -19,9 +19,12 @@ import (
 	"github.com/pagewarp/pagewarp/qemu/returnpath"
 )
 
-// Defaults of ProxyConfig.
+// Defaults of ProxyConfig. DefaultBudget is the budget that did best in bench qemu (veth
+// 1 Gbit/s, postcopy-preempt, reverse-walk guest; docs/benchmarks.md): 8 left one real request
+// per 8 visits, 256 queued a megabyte of injected pages at the source ahead of the next real
+// request, which waits behind them (the source serves requests in order).
 const (
-	DefaultBudget      = 8
+	DefaultBudget      = 64
 	DefaultCloseGrace  = 2 * time.Second
 	DefaultDialTimeout = 10 * time.Second
 )
