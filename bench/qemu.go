@@ -274,6 +274,9 @@ func QEMU(ctx context.Context, cfg QEMUConfig) (*QEMUReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench qemu: qemu-system-x86_64 not found (make deps-qemu installs it): %w", err)
 	}
+	if err := launch.PostcopyUsable(); err != nil {
+		return nil, fmt.Errorf("bench qemu: %w", err)
+	}
 	var linkNote string
 	link, err := SetupLink(ctx, cfg.Link, false)
 	if err != nil {

@@ -37,6 +37,21 @@ func Binary() (string, error) {
 	return exec.LookPath("qemu-system-x86_64")
 }
 
+// PostcopyUsable says why QEMU cannot use post-copy as this user, or returns nil. QEMU 7.2
+// asks the kernel for a userfaultfd without UFFD_USER_MODE_ONLY, which a user without
+// CAP_SYS_PTRACE gets only with the sysctl vm.unprivileged_userfaultfd = 1; otherwise
+// migrate-set-capabilities postcopy-ram fails with "Postcopy is not supported".
+func PostcopyUsable() error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	b, err := os.ReadFile("/proc/sys/vm/unprivileged_userfaultfd")
+	if err != nil || strings.TrimSpace(string(b)) != "0" {
+		return nil // unknown, or allowed: let QEMU say
+	}
+	return fmt.Errorf("QEMU's post-copy needs userfaultfd, which the kernel refuses to uid %d while vm.unprivileged_userfaultfd = 0 (QEMU reports \"Postcopy is not supported\"): run as root or sysctl -w vm.unprivileged_userfaultfd=1", os.Geteuid())
+}
+
 // Options describe one VM.
 type Options struct {
 	// Name names the VM's files in Dir ("src", "dst").

@@ -51,6 +51,9 @@ func Require(t testing.TB) string {
 	if err != nil {
 		t.Skipf("qemu-system-x86_64 not installed (%v): run `make deps-qemu` (as root) to install Debian's qemu-system-x86", err)
 	}
+	if err := launch.PostcopyUsable(); err != nil {
+		t.Skip(err)
+	}
 	return b
 }
 
