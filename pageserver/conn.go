@@ -17,6 +17,7 @@ import (
 
 	"github.com/zeebo/xxh3"
 
+	"github.com/pagewarp/pagewarp/internal/spinconn"
 	"github.com/pagewarp/pagewarp/wire"
 )
 
@@ -39,9 +40,9 @@ type conn struct {
 	nc  net.Conn // the connection frames go through: raw, or TLS over raw
 	raw net.Conn // with TLS, the accepted connection under nc; nil without
 	log *slog.Logger
-	r   *wire.Reader // receive loop only
-	sr  *spinReader  // under r
-	w   *wire.Writer // send loop only (the handshake, before the send loop starts)
+	r   *wire.Reader     // receive loop only
+	sr  *spinconn.Reader // under r
+	w   *wire.Writer     // send loop only (the handshake, before the send loop starts)
 
 	features uint64
 	hello    *wire.Hello
@@ -81,7 +82,7 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	sr := newSpinReader(nc)
+	sr := spinconn.NewReader(nc)
 	var (
 		raw net.Conn
 		r   io.Reader = sr
@@ -91,7 +92,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		// urgent connection busy-polls for the next record as it does for
 		// the next plain frame.
 		raw = nc
-		nc = tls.Server(spinConn{Conn: raw, r: sr}, s.tls)
+		nc = tls.Server(spinconn.Conn{Conn: raw, R: sr}, s.tls)
 		r = nc
 	}
 	return &conn{
@@ -272,7 +273,7 @@ func (c *conn) handshake() bool {
 		c.push = hello.Channel == wire.ChannelUrgent
 	}
 	if hello.Channel == wire.ChannelUrgent {
-		c.sr.setSpin(c.s.opts.UrgentSpin)
+		c.sr.SetSpin(c.s.opts.UrgentSpin)
 	}
 	raw := c.nc
 	if c.raw != nil {
@@ -740,7 +741,7 @@ func (c *conn) demandWaiting(inline bool) bool {
 	if len(c.demand) > 0 {
 		return true
 	}
-	return inline && (c.r.Buffered() > 0 || c.sr.readable())
+	return inline && (c.r.Buffered() > 0 || c.sr.Readable())
 }
 
 // read returns count pages from page: a slice of the source when it is a Slicer, else a copy in the

@@ -1,4 +1,9 @@
-package pageserver
+// Package spinconn reads a connection busy-polling it for a while before it waits in the
+// netpoller: on a small VM a thread that parks between two replies (or requests) a few
+// microseconds apart must be woken on a halted vCPU, tens to hundreds of microseconds each
+// time. The page server spins on urgent connections; the fault handler on its urgent
+// connection when it cannot read the descriptor itself (under TLS).
+package spinconn
 
 import (
 	"io"
@@ -10,19 +15,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// spinReader reads a connection, optionally busy-polling it for a while
-// before it waits in the netpoller. The server turns spinning on for
-// urgent connections: a target that faults keeps sending demand requests
-// a few microseconds apart, and on a small VM a thread that parks between
-// them must be woken on a halted vCPU (tens of microseconds each time).
-type spinReader struct {
+// Reader reads a connection, optionally busy-polling it (SetSpin) for a
+// while before it waits in the netpoller.
+type Reader struct {
 	c    net.Conn
 	raw  syscall.RawConn // nil when c has no descriptor (net.Pipe)
 	spin atomic.Int64    // nanoseconds; 0 disables
 }
 
-func newSpinReader(c net.Conn) *spinReader {
-	r := &spinReader{c: c}
+// NewReader returns a Reader of c that does not spin yet.
+func NewReader(c net.Conn) *Reader {
+	r := &Reader{c: c}
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			r.raw = raw
@@ -31,14 +34,17 @@ func newSpinReader(c net.Conn) *spinReader {
 	return r
 }
 
-// setSpin sets the busy-poll time (0: none).
-func (r *spinReader) setSpin(d time.Duration) {
+// SetSpin sets the busy-poll time of each Read (0: none). A connection
+// without a descriptor (net.Pipe) never spins.
+func (r *Reader) SetSpin(d time.Duration) {
 	if r.raw != nil {
 		r.spin.Store(int64(d))
 	}
 }
 
-func (r *spinReader) Read(p []byte) (int, error) {
+// Read reads c, polling it without blocking (yielding the CPU between
+// polls) for up to the spin time before it waits in the netpoller.
+func (r *Reader) Read(p []byte) (int, error) {
 	spin := time.Duration(r.spin.Load())
 	if spin <= 0 || len(p) == 0 {
 		return r.c.Read(p)
@@ -80,9 +86,9 @@ func (r *spinReader) Read(p []byte) (int, error) {
 	return n, rerr
 }
 
-// readable reports whether the connection has bytes to read now (false for
+// Readable reports whether the connection has bytes to read now (false for
 // connections without a descriptor).
-func (r *spinReader) readable() bool {
+func (r *Reader) Readable() bool {
 	if r.raw == nil {
 		return false
 	}
@@ -95,11 +101,11 @@ func (r *spinReader) readable() bool {
 	return ready
 }
 
-// spinConn is a connection whose reads go through a spinReader: what TLS
-// reads its records from on the server side.
-type spinConn struct {
+// Conn is a connection whose reads go through a Reader of it: what TLS
+// reads its records from, so that a spinning Reader spins under TLS too.
+type Conn struct {
 	net.Conn
-	r *spinReader
+	R *Reader
 }
 
-func (c spinConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c Conn) Read(p []byte) (int, error) { return c.R.Read(p) }
