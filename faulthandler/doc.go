@@ -51,8 +51,9 @@
 // connection. A connection without a descriptor (net.Pipe), or under TLS
 // (Options.TLS: its bytes are records to decrypt), gets a receive loop
 // goroutine for its urgent replies instead; under TLS it reads the socket
-// busy-polling for Options.AwaitSpin before it parks (internal/spinconn). A watchdog goroutine wakes
-// every StallTimeout/8 (at most every second) and compares each
+// busy-polling for Options.AwaitSpin before it parks (internal/spinconn).
+// A watchdog goroutine wakes every StallTimeout/8 (at most every second)
+// and compares each
 // connection's counts of requests, replies and frames with what it saw
 // before; a resume goroutine runs while a lost link is redialled.
 //
