@@ -53,9 +53,9 @@
 // goroutine for its urgent replies instead; under TLS it reads the socket
 // busy-polling for Options.AwaitSpin before it parks (internal/spinconn).
 // A watchdog goroutine wakes every StallTimeout/8 (at most every second)
-// and compares each
-// connection's counts of requests, replies and frames with what it saw
-// before; a resume goroutine runs while a lost link is redialled.
+// and compares each connection's counts of requests, replies and frames
+// with what it saw before; a resume goroutine runs while a lost link is
+// redialled.
 //
 // A goroutine blocked in a userfaultfd fault keeps its P: the runtime sees it
 // as running. If as many goroutines fault at once as there are Ps, the fault
