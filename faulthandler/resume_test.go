@@ -16,6 +16,7 @@ import (
 
 	"github.com/pagewarp/pagewarp/bench"
 	"github.com/pagewarp/pagewarp/faulthandler"
+	"github.com/pagewarp/pagewarp/internal/tlstest"
 	"github.com/pagewarp/pagewarp/internal/uffdtest"
 	"github.com/pagewarp/pagewarp/pageserver"
 	"github.com/pagewarp/pagewarp/wire"
@@ -407,5 +408,32 @@ func TestNoResume(t *testing.T) {
 	werr := h.Wait(ctx)
 	if !errors.Is(werr, faulthandler.ErrServerGone) || errors.Is(werr, faulthandler.ErrResumeDeadline) {
 		t.Fatalf("wait: %v; want ErrServerGone without a resume", werr)
+	}
+}
+
+// TestResumeOverTLS cuts a migration running over mutual TLS a few times: each resume
+// redials with TLS (a fresh handshake per connection, the urgent one through the spinning
+// reader) and the region ends byte-exact.
+func TestResumeOverTLS(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	faulthandler.ReserveProcs(4)
+	ca := tlstest.NewCA(t, "resume CA")
+	r := newResumeRig(t, 4096, time.Millisecond, pageserver.Options{
+		Prefetch: pageserver.Prefetch{Predictor: "ppm"},
+		TLS:      tlstest.ServerConfig(ca, ca.Issue(t, tlstest.Loopback())),
+	}, false)
+	client := tlstest.ClientConfig(ca, ca.Issue(t, tlstest.ClientLeaf("target")))
+	st := r.migrate(t, faulthandler.Options{TLS: client, ResumeDeadline: 10 * time.Second}, loadPlan(4096, 4, 16, 11), func(done <-chan struct{}) {
+		for i := range 3 {
+			select {
+			case <-done:
+				return
+			case <-time.After(40 * time.Millisecond):
+			}
+			r.proxy.cutAll(i%2 == 0)
+		}
+	})
+	if st.Resumes == 0 {
+		t.Errorf("no resume: the migration ended before the first cut (%v)", st.Elapsed)
 	}
 }
