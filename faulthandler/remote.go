@@ -410,21 +410,37 @@ func (l *link) closeConns() {
 
 // connLost wraps an error that ended a connection's byte stream (the peer
 // closed or reset it, a read or write failed, the server said Bye before
-// the end) as opposed to one about what it carried (a malformed frame, a
-// hash mismatch, an Error from the server). Only connLost is resumed.
-type connLost struct{ err error }
+// the end), or, with corrupt, one about bytes damaged on their way (a frame
+// that does not decode or whose checksum does not match, a page whose
+// content hash does not): the connection cannot be trusted any more, and
+// nothing it damaged was installed. Only connLost is resumed (an Error
+// from the server, a frame outside the region, fail the migration); a
+// corrupt one at most maxCorruptResumes times per migration, so that a
+// server that keeps sending what does not decode is not retried forever.
+type connLost struct {
+	err     error
+	corrupt bool
+}
 
 func (e *connLost) Error() string { return e.err.Error() }
 func (e *connLost) Unwrap() error { return e.err }
 
-func lostf(format string, args ...any) error { return &connLost{fmt.Errorf(format, args...)} }
+func lostf(format string, args ...any) error { return &connLost{err: fmt.Errorf(format, args...)} }
+
+func corruptf(format string, args ...any) error {
+	return &connLost{err: fmt.Errorf(format, args...), corrupt: true}
+}
+
+// maxCorruptResumes bounds the resumes for damaged frames or pages in one migration.
+const maxCorruptResumes = 8
 
 // readFailed classifies a read error: a *wire.Error (a frame that does not
-// decode) is about the data, anything else about the connection.
+// decode, a bad length, a checksum that does not match) is damage in transit,
+// anything else about the connection.
 func readFailed(name string, err error) error {
 	var werr *wire.Error
 	if errors.As(err, &werr) {
-		return fmt.Errorf("%s connection: %w", name, err)
+		return corruptf("%s connection: %w", name, err)
 	}
 	if serverGone(err) {
 		return lostf("%s connection: %w (%w)", name, ErrServerGone, err)
@@ -615,6 +631,11 @@ func (r *remote) linkLost(l *link, err error) error {
 	h := r.h
 	if r.redial == nil || h.opts.ResumeDeadline < 0 || h.ctx == nil {
 		return err
+	}
+	if cl.corrupt {
+		if n := h.stats.corruptions.Add(1); n > maxCorruptResumes {
+			return fmt.Errorf("%w (damaged data %d times in this migration: not resuming again)", err, n)
+		}
 	}
 	now := nanotime()
 	r.downAt.Store(now)
@@ -998,6 +1019,12 @@ func (r *remote) handle(rc *rconn, kind pageKind, m wire.Message) (stop bool, er
 		default:
 		}
 	case *wire.Error:
+		switch m.Code {
+		case wire.CodeMalformed, wire.CodeFrameTooLarge, wire.CodeUnknownType:
+			// The server could not decode what this handler sent, which encodes only
+			// well-formed frames: the bytes were damaged on the way up.
+			return false, corruptf("%s connection: server error: %w", rc.name, m)
+		}
 		return false, fmt.Errorf("%s connection: server error: %w", rc.name, m)
 	case *wire.Bye:
 		if r.closing.Load() {
@@ -1056,7 +1083,7 @@ func (r *remote) drainUrgent(l *link) (stop bool, err error) {
 		for {
 			body, err := ufr.next()
 			if err != nil {
-				return false, fmt.Errorf("urgent connection: %w", err)
+				return false, corruptf("urgent connection: %w", err)
 			}
 			if body == nil {
 				if err := r.wakePending(); err != nil {
@@ -1066,7 +1093,7 @@ func (r *remote) drainUrgent(l *link) (stop bool, err error) {
 			}
 			m, err := wire.Decode(body)
 			if err != nil {
-				return false, fmt.Errorf("urgent connection: %w", err)
+				return false, corruptf("urgent connection: %w", err)
 			}
 			if stop, err := r.handle(l.urgent, kindDemand, m); stop || err != nil {
 				return stop, err
@@ -1119,7 +1146,7 @@ func (r *remote) install(m *wire.Pages, kind pageKind, deferWake bool) error {
 	}
 	for i := 0; i < int(m.Count); i++ {
 		if got := xxh3.Hash(m.Data[i*ps : (i+1)*ps]); got != m.Hash(i) {
-			return fmt.Errorf("page %d: content hash %#x, the server's %#x: %w", m.Page+uint64(i), got, m.Hash(i), ErrHashMismatch)
+			return corruptf("page %d: content hash %#x, the server's %#x: %w", m.Page+uint64(i), got, m.Hash(i), ErrHashMismatch)
 		}
 	}
 	if m.Pushed() {

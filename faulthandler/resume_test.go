@@ -16,6 +16,7 @@ import (
 
 	"github.com/pagewarp/pagewarp/bench"
 	"github.com/pagewarp/pagewarp/faulthandler"
+	"github.com/pagewarp/pagewarp/internal/chaosnet"
 	"github.com/pagewarp/pagewarp/internal/tlstest"
 	"github.com/pagewarp/pagewarp/internal/uffdtest"
 	"github.com/pagewarp/pagewarp/pageserver"
@@ -435,5 +436,139 @@ func TestResumeOverTLS(t *testing.T) {
 	})
 	if st.Resumes == 0 {
 		t.Errorf("no resume: the migration ended before the first cut (%v)", st.Elapsed)
+	}
+}
+
+// corruptRig serves a region behind a chaosnet proxy that flips bits in what the server sends.
+func corruptRig(t *testing.T, pages int, faults []chaosnet.Fault) (mem []byte, addr string, proxy *chaosnet.Proxy) {
+	t.Helper()
+	ps := os.Getpagesize()
+	mem = make([]byte, pages*ps)
+	bench.Content{Seed: 321, ZeroFraction: 0.05}.Fill(mem, ps)
+	rs, err := pageserver.NewRegionSource("corrupt", mem, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := pageserver.New(slowSource{Source: rs, delay: 200 * time.Microsecond}, pageserver.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	proxy, err = chaosnet.Listen("127.0.0.1:0", ln.Addr().String(), faults, func(string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	return mem, proxy.Addr(), proxy
+}
+
+// TestResumeAfterCorruption flips one bit in page data and in frame headers of the urgent and
+// bulk connections: each damaged frame or page is dropped (never installed), its connection
+// counted as lost, the link resumed and the pages asked for again, and the region ends
+// byte-exact with the digest checked.
+func TestResumeAfterCorruption(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	faulthandler.ReserveProcs(4)
+	const pages = 4096
+	faults := []chaosnet.Fault{
+		{Kind: chaosnet.Corrupt, Conn: 1, Dir: chaosnet.Down, At: 300_000, Bit: 3},    // bulk: inside page data (most bytes are)
+		{Kind: chaosnet.Corrupt, Conn: 6, Dir: chaosnet.Down, At: 200_001, Bit: 6},    // a resumed bulk connection
+		{Kind: chaosnet.Corrupt, Conn: 0, Dir: chaosnet.Down, At: 40_000, Bit: 0},     // urgent
+		{Kind: chaosnet.Corrupt, Conn: 11, Dir: chaosnet.Down, At: 1_000_003, Bit: 7}, // later still
+	}
+	mem, addr, proxy := corruptRig(t, pages, faults)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{Verify: true, ResumeDeadline: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { h.Close(); h.Release() }()
+	h.Start()
+	if _, ok := runPlans(t, h.Memory(), mem, os.Getpagesize(), loadPlan(pages, 4, 16, 5), time.Minute); !ok {
+		t.FailNow()
+	}
+	if err := h.Wait(ctx); err != nil {
+		t.Fatalf("wait: %v (stats %+v, %d faults fired)", err, h.Stats(), proxy.Fired())
+	}
+	if string(h.Memory()) != string(mem) {
+		t.Fatal("region differs from the source")
+	}
+	st := h.Stats()
+	if proxy.Fired() == 0 || st.Corruptions == 0 || st.Resumes < st.Corruptions {
+		t.Fatalf("%d faults fired, %d corruptions, %d resumes: want every damaged connection resumed", proxy.Fired(), st.Corruptions, st.Resumes)
+	}
+	t.Logf("%d bits flipped, %d corruptions detected, %d resumes, %d pages asked again", proxy.Fired(), st.Corruptions, st.Resumes, st.ReRequested)
+}
+
+// TestCorruptionLimit: a path that damages every connection, resumed or not, fails the
+// migration after maxCorruptResumes resumes instead of retrying forever, with the damage in
+// the error.
+func TestCorruptionLimit(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	faulthandler.ReserveProcs(4)
+	var faults []chaosnet.Fault
+	for c := range 200 {
+		faults = append(faults, chaosnet.Fault{Kind: chaosnet.Corrupt, Conn: c, Dir: chaosnet.Down, At: 30_000, Bit: 2})
+	}
+	_, addr, _ := corruptRig(t, 4096, faults)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{Verify: true, ResumeDeadline: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { h.Close(); h.Release() }()
+	h.Start()
+	err = h.Wait(ctx)
+	st := h.Stats()
+	if err == nil || !strings.Contains(err.Error(), "not resuming again") || st.Corruptions != 9 || st.Resumes != 8 {
+		t.Fatalf("wait: %v, %d corruptions, %d resumes: want a failure after 8 resumes for damaged data", err, st.Corruptions, st.Resumes)
+	}
+	t.Logf("failed as wanted: %v", err)
+}
+
+// TestResumeAfterCorruptionUp flips a bit in what the target sends, at several places: a
+// damaged request the server cannot decode is refused (malformed) and the connection closed,
+// and the target resumes instead of failing. Every run ends byte-exact; a bit that lands in a
+// length prefix leaves the server waiting for the rest of a frame that never ends, which the
+// target outlives (its pages come on the other connections; the goodbye on that one times
+// out after IOTimeout), so only most runs resume, and at least one must.
+func TestResumeAfterCorruptionUp(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	faulthandler.ReserveProcs(4)
+	const pages = 2048
+	resumed := 0
+	for i, at := range []int64{70, 110, 150, 190, 230} {
+		faults := []chaosnet.Fault{{Kind: chaosnet.Corrupt, Conn: i % 2, Dir: chaosnet.Up, At: at, Bit: uint(i)}}
+		mem, addr, proxy := corruptRig(t, pages, faults)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{Verify: true, ResumeDeadline: 10 * time.Second, IOTimeout: 2 * time.Second})
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		h.Start()
+		if _, ok := runPlans(t, h.Memory(), mem, os.Getpagesize(), loadPlan(pages, 4, 16, uint64(9+i)), time.Minute); !ok {
+			t.FailNow()
+		}
+		werr := h.Wait(ctx)
+		same := string(h.Memory()) == string(mem)
+		st := h.Stats()
+		h.Close()
+		h.Release()
+		cancel()
+		if werr != nil || !same {
+			t.Fatalf("flip at up byte %d of conn %d: wait %v, region byte-exact %v (stats %+v)", at, i%2, werr, same, st)
+		}
+		if st.Corruptions > 0 && st.Resumes > 0 {
+			resumed++
+		}
+		t.Logf("flip at up byte %d of conn %d: %d fired, %d corruptions reported back, %d resumes", at, i%2, proxy.Fired(), st.Corruptions, st.Resumes)
+	}
+	if resumed == 0 {
+		t.Fatal("no damaged request was reported back and resumed")
 	}
 }

@@ -83,6 +83,7 @@ type counters struct {
 	pages           [numKinds]atomic.Uint64
 	serviceTime     histogram
 	linkLosses      atomic.Uint64
+	corruptions     atomic.Uint64
 	resumes         atomic.Uint64
 	reRequested     atomic.Uint64
 	downNanos       atomic.Uint64
@@ -133,8 +134,12 @@ type Stats struct {
 	// DownTime the total time from a loss to its resume; Stalls the losses
 	// declared because a connection carried nothing for
 	// Options.StallTimeout while replies were outstanding (counted in
-	// LinkLosses too when the handler resumes).
+	// LinkLosses too when the handler resumes); Corruptions the losses
+	// declared because a connection delivered damaged data (a frame that did
+	// not decode or failed its checksum, a page that failed its hash),
+	// resumed like the others at most 8 times per migration.
 	LinkLosses  uint64
+	Corruptions uint64
 	Resumes     uint64
 	ReRequested uint64
 	DownTime    time.Duration
@@ -176,6 +181,7 @@ func (h *Handler) Stats() Stats {
 		Complete:           isClosed(h.complete),
 		Failed:             isClosed(h.failed),
 		LinkLosses:         h.stats.linkLosses.Load(),
+		Corruptions:        h.stats.corruptions.Load(),
 		Resumes:            h.stats.resumes.Load(),
 		ReRequested:        h.stats.reRequested.Load(),
 		DownTime:           time.Duration(h.stats.downNanos.Load()),
