@@ -42,16 +42,16 @@ const (
 type faultHandlerCollector struct {
 	h *faulthandler.Handler
 
-	regionPages, residentPages, pageSize, complete, elapsed *prometheus.Desc
-	faultEvents, faultBatches, faultsCoalesced              *prometheus.Desc
-	demandRequests, pullRequests                            *prometheus.Desc
-	pagesInstalled, receivedBytes                           *prometheus.Desc
-	pushNotices, pushedReceived                             *prometheus.Desc
-	probesStaged, probesReported                            *prometheus.Desc
-	precopyInPlace, precopyDropped                          *prometheus.Desc
-	service                                                 *prometheus.Desc
-	connectionsOpen, failed                                 *prometheus.Desc
-	linkLosses, stalls, resumes, reRequested, downTime      *prometheus.Desc
+	regionPages, residentPages, pageSize, complete, elapsed         *prometheus.Desc
+	faultEvents, faultBatches, faultsCoalesced                      *prometheus.Desc
+	demandRequests, pullRequests                                    *prometheus.Desc
+	pagesInstalled, receivedBytes                                   *prometheus.Desc
+	pushNotices, pushedReceived                                     *prometheus.Desc
+	probesStaged, probesReported                                    *prometheus.Desc
+	precopyInPlace, precopyDropped                                  *prometheus.Desc
+	service                                                         *prometheus.Desc
+	connectionsOpen, failed                                         *prometheus.Desc
+	linkLosses, stalls, corruptions, resumes, reRequested, downTime *prometheus.Desc
 }
 
 // NewFaultHandlerCollector returns a collector of h's counters (the target
@@ -88,6 +88,7 @@ func NewFaultHandlerCollector(h *faulthandler.Handler, labels prometheus.Labels)
 		failed:          d("failed", "1 once the migration has failed (or the handler was closed before it finished), else 0."),
 		linkLosses:      d("link_losses_total", "Times the connections to the source were lost during post-copy: dropped, or stalled."),
 		stalls:          d("stalls_total", "Losses declared because a connection carried nothing for the stall timeout while replies were outstanding."),
+		corruptions:     d("corruptions_total", "Losses declared because a connection delivered damaged data (a frame failing to decode or its checksum, a page failing its hash); resumed at most 8 times per migration."),
 		resumes:         d("resumes_total", "Times the handler reconnected to the source and resumed the migration after a loss."),
 		reRequested:     d("rerequested_pages_total", "Pages asked for again on a resumed connection: demand requests and pushes in flight when the connection was lost."),
 		downTime:        d("down_seconds_total", "Time from each loss to its resume, added when the resume completes."),
@@ -102,7 +103,7 @@ func (c *faultHandlerCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.pagesInstalled, c.receivedBytes, c.pushNotices, c.pushedReceived,
 		c.probesStaged, c.probesReported, c.precopyInPlace, c.precopyDropped, c.service,
 		c.connectionsOpen, c.failed,
-		c.linkLosses, c.stalls, c.resumes, c.reRequested, c.downTime,
+		c.linkLosses, c.stalls, c.corruptions, c.resumes, c.reRequested, c.downTime,
 	} {
 		ch <- d
 	}
@@ -147,6 +148,7 @@ func (c *faultHandlerCollector) Collect(ch chan<- prometheus.Metric) {
 		{c.failed, gauge, boolValue(st.Failed), nil},
 		{c.linkLosses, counter, float64(st.LinkLosses), nil},
 		{c.stalls, counter, float64(st.Stalls), nil},
+		{c.corruptions, counter, float64(st.Corruptions), nil},
 		{c.resumes, counter, float64(st.Resumes), nil},
 		{c.reRequested, counter, float64(st.ReRequested), nil},
 		{c.downTime, counter, st.DownTime.Seconds(), nil},
