@@ -47,6 +47,7 @@ type receiveSummary struct {
 	Resumes         uint64  `json:"resumes"`
 	ResumeSeconds   float64 `json:"resume_seconds"`
 	Stalls          uint64  `json:"stalls"`
+	Corruptions     uint64  `json:"corruptions"`
 	Verified        bool    `json:"verified"`
 	TouchThreads    int     `json:"touch_threads,omitempty"`
 	TouchSeconds    float64 `json:"touch_seconds,omitempty"`
@@ -284,6 +285,7 @@ func receive(ctx context.Context, g *globals, o receiveOpts) (*receiveSummary, e
 		Resumes:         st.Resumes,
 		ResumeSeconds:   st.DownTime.Seconds(),
 		Stalls:          st.Stalls,
+		Corruptions:     st.Corruptions,
 		Verified:        o.verify,
 	}
 	sum.Gbps = float64(sum.Bytes) / st.Elapsed.Seconds() / 1e9
@@ -337,8 +339,8 @@ func printReceive(w io.Writer, s *receiveSummary, asJSON bool) error {
 		fmt.Fprintf(w, "  demand service time (request sent to page installed): p50 %.1f µs, p99 %.1f µs\n", s.ServiceP50us, s.ServiceP99us)
 	}
 	if s.Resumes > 0 {
-		fmt.Fprintf(w, "  resumed:    %d times after the connection dropped (%d stalled), %.3fs without a connection in all\n",
-			s.Resumes, s.Stalls, s.ResumeSeconds)
+		fmt.Fprintf(w, "  resumed:    %d times after the connection dropped (%d stalled, %d on damaged data), %.3fs without a connection in all\n",
+			s.Resumes, s.Stalls, s.Corruptions, s.ResumeSeconds)
 	}
 	if s.TouchThreads > 0 {
 		pattern := "every page in random order"
