@@ -464,6 +464,21 @@ func corruptRig(t *testing.T, pages int, faults []chaosnet.Fault) (mem []byte, a
 	return mem, proxy.Addr(), proxy
 }
 
+// startVerified dials addr with Verify and a 10 s resume deadline and starts the handler;
+// both end with the test.
+func startVerified(t *testing.T, addr string) (context.Context, *faulthandler.Handler) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{Verify: true, ResumeDeadline: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close(); h.Release() })
+	h.Start()
+	return ctx, h
+}
+
 // TestResumeAfterCorruption flips one bit in page data and in frame headers of the urgent and
 // bulk connections: each damaged frame or page is dropped (never installed), its connection
 // counted as lost, the link resumed and the pages asked for again, and the region ends
@@ -479,14 +494,7 @@ func TestResumeAfterCorruption(t *testing.T) {
 		{Kind: chaosnet.Corrupt, Conn: 11, Dir: chaosnet.Down, At: 1_000_003, Bit: 7}, // later still
 	}
 	mem, addr, proxy := corruptRig(t, pages, faults)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{Verify: true, ResumeDeadline: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { h.Close(); h.Release() }()
-	h.Start()
+	ctx, h := startVerified(t, addr)
 	if _, ok := runPlans(t, h.Memory(), mem, os.Getpagesize(), loadPlan(pages, 4, 16, 5), time.Minute); !ok {
 		t.FailNow()
 	}
@@ -514,15 +522,8 @@ func TestCorruptionLimit(t *testing.T) {
 		faults = append(faults, chaosnet.Fault{Kind: chaosnet.Corrupt, Conn: c, Dir: chaosnet.Down, At: 30_000, Bit: 2})
 	}
 	_, addr, _ := corruptRig(t, 4096, faults)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{Verify: true, ResumeDeadline: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { h.Close(); h.Release() }()
-	h.Start()
-	err = h.Wait(ctx)
+	ctx, h := startVerified(t, addr)
+	err := h.Wait(ctx)
 	st := h.Stats()
 	if err == nil || !strings.Contains(err.Error(), "not resuming again") || st.Corruptions != 9 || st.Resumes != 8 {
 		t.Fatalf("wait: %v, %d corruptions, %d resumes: want a failure after 8 resumes for damaged data", err, st.Corruptions, st.Resumes)

@@ -12,6 +12,22 @@ import (
 // guestConfig is the test guest's region: 64 MiB in a 160 MiB VM.
 var guestConfig = guest.Config{Pages: 16384}
 
+// migrateLoopback migrates src to dst with post-copy over a free loopback port (Migrate's
+// defaults), failing t with both QEMUs' output on error.
+func migrateLoopback(t *testing.T, ctx context.Context, src, dst *VM) Result {
+	t.Helper()
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri := fmt.Sprintf("tcp:127.0.0.1:%d", port)
+	res, err := Migrate(ctx, src, dst, Migration{ListenURI: uri, ConnectURI: uri})
+	if err != nil {
+		t.Fatalf("%v\nsrc: %s\ndst: %s", err, src.Stderr(), dst.Stderr())
+	}
+	return res
+}
+
 // TestPostcopyPlain migrates a running guest with post-copy, once per access pattern, and
 // checks the destination's memory and that the guest kept running there.
 func TestPostcopyPlain(t *testing.T) {
@@ -25,15 +41,7 @@ func TestPostcopyPlain(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			port, err := FreePort()
-			if err != nil {
-				t.Fatal(err)
-			}
-			uri := fmt.Sprintf("tcp:127.0.0.1:%d", port)
-			res, err := Migrate(ctx, src, dst, Migration{ListenURI: uri, ConnectURI: uri})
-			if err != nil {
-				t.Fatalf("%v\nsrc: %s\ndst: %s", err, src.Stderr(), dst.Stderr())
-			}
+			res := migrateLoopback(t, ctx, src, dst)
 			if _, err := src.QMP.WaitEvent(ctx, "STOP"); err != nil {
 				t.Fatal(err)
 			}
@@ -83,15 +91,7 @@ func TestPostcopyTwoCPUs(t *testing.T) {
 			if b := touches(src, 1); b == a {
 				t.Fatalf("the second vCPU is not running its pattern (visit counter %d, still %d 100 ms later)", a, b)
 			}
-			port, err := FreePort()
-			if err != nil {
-				t.Fatal(err)
-			}
-			uri := fmt.Sprintf("tcp:127.0.0.1:%d", port)
-			res, err := Migrate(ctx, src, dst, Migration{ListenURI: uri, ConnectURI: uri})
-			if err != nil {
-				t.Fatalf("%v\nsrc: %s\ndst: %s", err, src.Stderr(), dst.Stderr())
-			}
+			res := migrateLoopback(t, ctx, src, dst)
 			if _, err := dst.QMP.WaitEvent(ctx, "RESUME"); err != nil {
 				t.Fatal(err)
 			}
