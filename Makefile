@@ -64,6 +64,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./qemu/returnpath
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./qemu/qmp
 	$(GO) test -run '^$$' -fuzz '^FuzzHandoverState$$' -fuzztime $(FUZZTIME) ./bench
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./qemu/guest
 
 # lint also runs `promtool check metrics` over the real expositions of serve and of receive during a
 # migration (and of the pre-copy recorder): any complaint fails.
