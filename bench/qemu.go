@@ -129,8 +129,8 @@ type QEMURun struct {
 	InjectedThenRequested int64 `json:"injected_then_requested"`
 	// InjectionDisabled is the proxy's reason to stop injecting, if it did.
 	InjectionDisabled string `json:"injection_disabled,omitempty"`
-	// ForwardMeanUS is the proxy's mean forward latency per request (qemu.ForwardLatency: its
-	// read of the request to the end of the forwarding write), in µs.
+	// ForwardMeanUS is the proxy's mean forward latency per request (qemu.ForwardLatency: from the
+	// request's arrival in the proxy's socket to the end of the forwarding write), in µs.
 	ForwardMeanUS float64 `json:"forward_mean_us,omitempty"`
 	// BlocktimeMS is the destination's postcopy-blocktime (ms, all vCPUs blocked at once);
 	// VCPUBlocktimeMS per vCPU.

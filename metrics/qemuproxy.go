@@ -40,8 +40,8 @@ func NewQEMUProxyCollector(p *qemu.Proxy, labels prometheus.Labels) prometheus.C
 		forwardedBytes:        d("forwarded_bytes_total", "Bytes forwarded, by direction: to_destination (the migration stream) or to_source (the return path, injected requests included).", "direction"),
 		injectionDisabled:     d("injection_disabled", "1 once the proxy has stopped injecting (it still forwards), else 0."),
 		injectionDisabledWhy:  d("injection_disabled_info", "Why the proxy stopped injecting: 1 for the one reason, absent while it injects.", "reason"),
-		forward: d("request_forward_seconds", "Latency the proxy adds to a destination page request: from the read that delivered it to the end of the write "+
-			"that forwarded it, predictions included (buckets 1 µs … 131 ms)."),
+		forward: d("request_forward_seconds", "Latency the proxy adds to a destination page request on the return path: from the kernel's receipt of it "+
+			"(its socket's receive timestamp, so the proxy's wake-up is included) to the end of the write that forwarded it (buckets 1 µs … 131 ms)."),
 	}
 }
 

@@ -10,7 +10,9 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -132,11 +134,13 @@ const ForwardBuckets = 18
 // 2^k µs, for k < ForwardBuckets.
 func ForwardBucketBound(k int) time.Duration { return time.Microsecond << k }
 
-// ForwardLatency is the latency the proxy adds to the destination's page requests: for each
-// request, the time from the read that delivered its last byte to the end of the write that
-// forwarded it to the source, on its own: the predictor's step and the injections come after
-// that write. Time a request waited in the kernel's socket buffer before the proxy read it is
-// not seen.
+// ForwardLatency is the latency the proxy adds to the destination's page requests on the return
+// path: for each request, the time from the kernel's receipt of its last segment (the
+// socket's SO_TIMESTAMPNS receive timestamp, so the time it waited in the socket for the
+// proxy to be woken counts) to the end of the write that forwarded it to the source, on its
+// own: the predictor's step and the injections come after that write. Without kernel
+// timestamps (a connection that is not TCP) it starts at the read that delivered the request.
+// The page direction (splice) is not in it.
 type ForwardLatency struct {
 	// Counts[k] counts the requests of bucket k (ForwardBuckets; not cumulative), and
 	// Counts[ForwardBuckets] those slower than the last bound.
@@ -492,7 +496,7 @@ func (c countWriter) Write(b []byte) (int, error) {
 // returnPath forwards the main connection's destination → source direction, message by
 // message, rewriting requests and injecting predictions.
 func (p *Proxy) returnPath(src, dst net.Conn) error {
-	in := &stampReader{r: dst}
+	in := newStampReader(dst)
 	r := returnpath.NewReader(in)
 	w := countWriter{src, &p.toSource}
 	current := ""  // the block the destination named last
@@ -555,19 +559,80 @@ func (p *Proxy) returnPath(src, dst net.Conn) error {
 	}
 }
 
-// stampReader records when its last Read returned data: when the bytes a returnpath.Reader
-// parses next arrived, to within the read that delivered them.
+// stampReader records when the bytes its last Read returned arrived: for a TCP connection the
+// kernel's receive timestamp of the last segment read (SO_TIMESTAMPNS), which includes the
+// time the bytes waited in the socket before the proxy was woken to read them; otherwise (or
+// when the kernel gives none) the time the Read returned.
 type stampReader struct {
 	r    io.Reader
+	raw  syscall.RawConn // nil: no kernel timestamps
+	oob  []byte
 	last time.Time
 }
 
-func (s *stampReader) Read(b []byte) (int, error) {
-	n, err := s.r.Read(b)
-	if n > 0 {
-		s.last = time.Now()
+func newStampReader(c net.Conn) *stampReader {
+	s := &stampReader{r: c}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return s
 	}
-	return n, err
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return s
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	}); err != nil || serr != nil {
+		return s
+	}
+	s.raw, s.oob = raw, make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{}))))
+	return s
+}
+
+func (s *stampReader) Read(b []byte) (int, error) {
+	if s.raw == nil {
+		n, err := s.r.Read(b)
+		if n > 0 {
+			s.last = time.Now()
+		}
+		return n, err
+	}
+	var n, oobn int
+	var rerr error
+	err := s.raw.Read(func(fd uintptr) bool {
+		for {
+			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), b, s.oob, 0)
+			switch rerr {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // wait in the netpoller
+			}
+			return true
+		}
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 && len(b) > 0 {
+		return 0, io.EOF
+	}
+	s.last = time.Now()
+	if msgs, perr := unix.ParseSocketControlMessage(s.oob[:oobn]); perr == nil {
+		for _, m := range msgs {
+			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+				ts := *(*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+				if t := time.Unix(ts.Unix()); !t.After(s.last) {
+					s.last = t
+				}
+			}
+		}
+	}
+	return n, nil
 }
 
 // onRequest books a real request of length bytes at start of block and appends the injected

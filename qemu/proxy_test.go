@@ -283,3 +283,43 @@ func TestProxyNotSentLowat(t *testing.T) {
 		}
 	}
 }
+
+// The return path's arrival times come from the kernel: bytes that waited 50 ms in the socket
+// before the proxy read them are stamped with their arrival, not with the read.
+func TestStampReaderKernelTime(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s := newStampReader(b)
+	if s.raw == nil {
+		t.Fatal("no kernel timestamps on a TCP connection")
+	}
+	sent := time.Now()
+	a.Write([]byte("request"))
+	time.Sleep(50 * time.Millisecond)
+	buf := make([]byte, 16)
+	n, err := s.Read(buf)
+	read := time.Now()
+	if err != nil || string(buf[:n]) != "request" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	if waited := read.Sub(s.last); waited < 40*time.Millisecond || s.last.Before(sent.Add(-time.Second)) {
+		t.Fatalf("stamped %v before the read, want the ~50 ms the bytes waited in the socket", waited)
+	}
+	a.Close()
+	if n, err := s.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("after close: %d, %v, want EOF", n, err)
+	}
+}
