@@ -160,11 +160,20 @@ func (ss *session) resident(s *Server, m *wire.Resident) {
 	defer ss.mu.Unlock()
 	st := ss.state(s, m.Region)
 	end := min(m.First+m.Pages(), s.pages[m.Region])
+	forget, _ := st.pred.(predictor.Forgetter)
 	for p := m.First; p < end; p++ {
 		if m.Has(p - m.First) {
 			st.sent.set(p)
-		} else {
-			st.sent.clear(p)
+			continue
+		}
+		st.sent.clear(p)
+		if st.pushed.has(p) {
+			// Pushed on a dead connection and lost with it: the predictor may
+			// name it again, and the next push may carry it.
+			st.pushed.clear(p)
+			if forget != nil {
+				forget.Lost(p)
+			}
 		}
 	}
 }

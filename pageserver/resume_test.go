@@ -163,3 +163,37 @@ func TestResidentRefused(t *testing.T) {
 		t.Fatalf("got %s, want page 19", describe(p))
 	}
 }
+
+// A page pushed on a connection that died with it is not in the resuming target's Resident
+// frame: the session forgets the push, and the predictor may name it, and the next push carry
+// it, again. A pushed page the target holds stays pushed.
+func TestResidentForgetsLostPushes(t *testing.T) {
+	const pages = 64
+	src, err := NewRegionSource("lost", make([]byte, pages*4096), 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(src, Options{Prefetch: Prefetch{Predictor: "nextn", Budget: 4, Fixed: true}})
+	defer s.Close()
+	ss := &session{regions: make(map[uint32]*pushState)}
+	got := ss.plan(s, 0, 10, nil)
+	if !slices.Equal(got, []uint64{11, 12, 13, 14}) {
+		t.Fatalf("first plan pushes %v, want 11..14", got)
+	}
+	// The target resumes holding 10, 11 and 12 (13 and 14 were lost with the connection).
+	bits := make([]byte, pages/8)
+	for _, p := range []int{10, 11, 12} {
+		bits[p/8] |= 1 << (p % 8)
+	}
+	ss.resident(s, &wire.Resident{Region: 0, First: 0, Bits: bits, Done: true})
+	st := ss.regions[0]
+	if st.pushed.has(13) || st.pushed.has(14) || !st.pushed.has(11) || st.sent.has(13) {
+		t.Fatalf("after Resident: pushed 11 %v 13 %v 14 %v, sent 13 %v", st.pushed.has(11), st.pushed.has(13), st.pushed.has(14), st.sent.has(13))
+	}
+	// The target faults on 12, a push it had not read yet (a use: nextn's sequence stays at
+	// 10): nextn names 11..14 again, and the lost 13 and 14 go out again. Without the
+	// forgetting they stayed touched, and nothing was pushed.
+	if got := ss.plan(s, 0, 12, nil); !slices.Equal(got, []uint64{13, 14}) {
+		t.Fatalf("plan after the resume pushes %v, want the lost 13 and 14", got)
+	}
+}

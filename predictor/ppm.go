@@ -149,6 +149,19 @@ func (p *ppm) Pushed(page uint64) {
 	p.learn(page)
 }
 
+// Lost makes a pushed page that never arrived predictable again; its prediction, still
+// pending, is dropped unscored (Forgetter).
+func (p *ppm) Lost(page uint64) {
+	if page >= p.pages {
+		return
+	}
+	p.touched.Lost(page)
+	p.assumed.clear(page)
+	for m := range p.pend {
+		p.pend[m].clear(page)
+	}
+}
+
 // Resident marks page present without a touch; a prediction of it still pending is dropped
 // unscored (it is neither right nor wrong: the page came another way).
 func (p *ppm) Resident(page uint64) {

@@ -37,6 +37,14 @@ type Predictor interface {
 	Reset()
 }
 
+// Forgetter is implemented by predictors that remember which pages they may not predict
+// again: Lost tells one that page, pushed earlier (Pushed), never reached the target (the
+// connection it went out on was lost), so it may be predicted, and pushed, again. It is not
+// an untouch of anything the models learned.
+type Forgetter interface {
+	Lost(page uint64)
+}
+
 // Warmer is implemented by predictors that learn from a recorded sequence (ppm, workingset) or,
 // for oracle, are told the future. Warm produces no predictions and leaves no sequence position
 // behind; pages outside the region are skipped.
@@ -203,6 +211,13 @@ func (t *touched) touch(page uint64) bool {
 func (t *touched) Resident(page uint64) {
 	if page < t.pages {
 		t.seen.set(page)
+	}
+}
+
+// Lost makes page predictable again (Forgetter).
+func (t *touched) Lost(page uint64) {
+	if page < t.pages {
+		t.seen.clear(page)
 	}
 }
 

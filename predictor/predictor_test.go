@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -304,5 +305,49 @@ func TestPPMWarmPredictsSuccessor(t *testing.T) {
 	p.Observe(17)
 	if got := p.Predict(nil, 3); fmt.Sprint(got) != fmt.Sprint([]uint64{9000, 4, 777}) {
 		t.Errorf("warmed ppm after 17 predicts %v, want [9000 4 777]", got)
+	}
+}
+
+// Lost makes a pushed page eligible for prediction again, for every predictor that remembers
+// touches (what the models learned from the assumed touch stays); nextn, whose prediction
+// depends on the last fault only, names it again at once.
+func TestLost(t *testing.T) {
+	for _, name := range []string{"nextn", "ppm", "stride", "workingset"} {
+		p, err := New(name, Config{Pages: 1024})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, ok := p.(Forgetter)
+		if !ok {
+			t.Fatalf("%s: not a Forgetter", name)
+		}
+		free := p.(interface{ free(uint64) bool }).free
+		for pg := uint64(100); pg < 120; pg++ {
+			p.Observe(pg)
+		}
+		const lost = 500
+		p.Pushed(lost)
+		if free(lost) || slices.Contains(p.Predict(nil, 16), lost) {
+			t.Fatalf("%s: pushed page %d still eligible", name, lost)
+		}
+		f.Lost(lost)
+		if !free(lost) {
+			t.Fatalf("%s: page %d not eligible after Lost", name, lost)
+		}
+		for _, pg := range p.Predict(nil, 16) {
+			if pg >= 1024 || (pg >= 100 && pg < 120) {
+				t.Fatalf("%s: invalid prediction %d after Lost", name, pg)
+			}
+		}
+	}
+	n, _ := New("nextn", Config{Pages: 1024})
+	n.Pushed(11)
+	n.Observe(10)
+	if got := n.Predict(nil, 2); !slices.Equal(got, []uint64{12}) {
+		t.Fatalf("nextn predicts %v with 11 pushed, want [12]", got)
+	}
+	n.(Forgetter).Lost(11)
+	if got := n.Predict(nil, 2); !slices.Equal(got, []uint64{11, 12}) {
+		t.Fatalf("nextn predicts %v after Lost(11), want [11 12]", got)
 	}
 }
