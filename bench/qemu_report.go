@@ -11,10 +11,22 @@ import (
 // runs; the notes hold the targets and the proxy-none request check.
 func (rep *QEMUReport) Table() *report.Table {
 	s := rep.Setup
+	postcopy := "uncapped by QEMU"
+	if s.PostcopyBandwidth > 0 {
+		postcopy = "capped at " + FormatSize(int64(s.PostcopyBandwidth)) + "/s"
+	}
+	link := s.Link
+	if link == "" {
+		link = "loopback" // reports saved before the link was recorded
+	}
+	cpus := ""
+	if s.GuestCPUs > 1 {
+		cpus = fmt.Sprintf(", %d guest vCPUs", s.GuestCPUs)
+	}
 	t := &report.Table{
-		Title: fmt.Sprintf("QEMU post-copy (%s, %s, %d CPUs): %d MiB VM, guest region %s, think %d, pre-copy %.1fs at %s/s, post-copy background %s/s, budget %d, preempt %v, median of %d",
-			s.QEMU, s.Accel, s.CPUs, s.MemMiB, FormatSize(int64(s.RegionPages)*4096), s.Think, s.PostcopyAfterSeconds,
-			FormatSize(int64(s.MaxBandwidth)), FormatSize(int64(s.PostcopyBandwidth)), s.Budget, s.Preempt, s.Repeat),
+		Title: fmt.Sprintf("QEMU post-copy (%s, %s, %d CPUs): %d MiB VM%s, guest region %s, think %d, pre-copy %.1fs at %s/s, post-copy %s, budget %d, preempt %v, median of %d; link: %s",
+			s.QEMU, s.Accel, s.CPUs, s.MemMiB, cpus, FormatSize(int64(s.RegionPages)*4096), s.Think, s.PostcopyAfterSeconds,
+			FormatSize(int64(s.MaxBandwidth)), postcopy, s.Budget, s.Preempt, s.Repeat, link),
 		Columns: []report.Column{
 			{Name: "pattern"}, {Name: "mode"}, {Name: "demand\nrequests", Format: "%.0f"}, {Name: "injected", Format: "%.0f"},
 			{Name: "injected\nthen asked", Format: "%.0f"}, {Name: "source\nrequests", Format: "%.0f"},
