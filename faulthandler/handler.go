@@ -404,7 +404,13 @@ func (h *Handler) completeMigration() error {
 	h.unregistered.Store(true)
 	h.poll.Close()
 	<-h.loopDone // finish reads what the fault loop read until now
-	ctx, cancel := context.WithTimeout(h.ctx, h.opts.IOTimeout)
+	// The digest may be asked for maxDigestAttempts times, each after a
+	// resume; the goodbye that follows has its own IOTimeout.
+	limit := h.opts.IOTimeout
+	if h.opts.Verify {
+		limit += maxDigestAttempts*h.digestPatience() + max(h.opts.ResumeDeadline, 0)
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, limit)
 	defer cancel()
 	return h.fetch.finish(ctx)
 }

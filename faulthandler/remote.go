@@ -1166,7 +1166,7 @@ func (r *remote) install(m *wire.Pages, kind pageKind, deferWake bool) error {
 func (r *remote) finish(ctx context.Context) error {
 	h := r.h
 	var l *link
-	for {
+	for attempt := 1; ; attempt++ {
 		if err := r.awaitLink(ctx); err != nil {
 			return err
 		}
@@ -1176,6 +1176,9 @@ func (r *remote) finish(ctx context.Context) error {
 		}
 		d, err := r.digest(ctx, l)
 		if err != nil {
+			if attempt == maxDigestAttempts {
+				return fmt.Errorf("no region digest after %d attempts: %w", attempt, err)
+			}
 			if err = r.linkLost(l, err); err != nil {
 				return err
 			}
@@ -1193,6 +1196,8 @@ func (r *remote) finish(ctx context.Context) error {
 		break
 	}
 	r.closing.Store(true)
+	ctx, cancel := context.WithTimeout(ctx, h.opts.IOTimeout)
+	defer cancel()
 	for _, rc := range l.all() {
 		if err := rc.send(&wire.Bye{Reason: "complete"}, h.opts.IOTimeout); err != nil {
 			h.opts.Logger.Info("bye not sent", "conn", rc.name, "err", err)
@@ -1243,13 +1248,19 @@ func (r *remote) awaitLink(ctx context.Context) error {
 }
 
 // digest asks for the region's digest on l and waits for it; nil without
-// an error when l was lost meanwhile.
+// an error when l was lost meanwhile. An answer that does not come within
+// digestPatience (the connection carrying it stalled: a server waiting for
+// the rest of a frame whose length was damaged, say) is a lost link, so
+// that finish resumes and asks again.
 func (r *remote) digest(ctx context.Context, l *link) (*wire.Digest, error) {
 	h := r.h
 	req := wire.DigestRequest{ReqID: r.nextID.Add(1), Region: r.region.ID}
 	if err := l.bulk[0].send(&req, h.opts.IOTimeout); err != nil {
 		return nil, lostf("request digest: %w", err)
 	}
+	patience := h.digestPatience()
+	t := time.NewTimer(patience)
+	defer t.Stop()
 	for {
 		select {
 		case d := <-r.digests:
@@ -1261,11 +1272,27 @@ func (r *remote) digest(ctx context.Context, l *link) (*wire.Digest, error) {
 			return nil, nil
 		case <-h.failed:
 			return nil, h.failure()
+		case <-t.C:
+			h.stats.stalls.Add(1)
+			return nil, lostf("%s connection: no digest within %v: %w", l.bulk[0].name, patience, ErrStalled)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("waiting for the digest: %w", ctx.Err())
 		}
 	}
 }
+
+// digestPatience is how long digest waits for one answer: the stall
+// timeout, or the I/O timeout without stall detection.
+func (h *Handler) digestPatience() time.Duration {
+	if d := h.opts.StallTimeout; d > 0 {
+		return d
+	}
+	return h.opts.IOTimeout
+}
+
+// maxDigestAttempts bounds the digests finish asks for, each on a fresh
+// link after the one before went unanswered or was lost.
+const maxDigestAttempts = 3
 
 // awaitUrgentBye reads l's urgent descriptor until the server's Bye or the
 // end of the connection.

@@ -533,10 +533,11 @@ func TestCorruptionLimit(t *testing.T) {
 
 // TestResumeAfterCorruptionUp flips a bit in what the target sends, at several places: a
 // damaged request the server cannot decode is refused (malformed) and the connection closed,
-// and the target resumes instead of failing. Every run ends byte-exact; a bit that lands in a
-// length prefix leaves the server waiting for the rest of a frame that never ends, which the
-// target outlives (its pages come on the other connections; the goodbye on that one times
-// out after IOTimeout), so only most runs resume, and at least one must.
+// and the target resumes instead of failing. Every run ends byte-exact with the digest
+// checked. A bit that lands in a length prefix leaves the server waiting for the rest of a
+// frame that never ends: the target's pages come on the other connections, and if the digest
+// is asked on the stuck one it goes unanswered, which is a stall (StallTimeout) and resumed;
+// so only most runs resume on damage reported back, and at least one must.
 func TestResumeAfterCorruptionUp(t *testing.T) {
 	uffdtest.SkipIfUnavailable(t)
 	faulthandler.ReserveProcs(4)
@@ -546,7 +547,8 @@ func TestResumeAfterCorruptionUp(t *testing.T) {
 		faults := []chaosnet.Fault{{Kind: chaosnet.Corrupt, Conn: i % 2, Dir: chaosnet.Up, At: at, Bit: uint(i)}}
 		mem, addr, proxy := corruptRig(t, pages, faults)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{Verify: true, ResumeDeadline: 10 * time.Second, IOTimeout: 2 * time.Second})
+		h, err := faulthandler.Dial(ctx, "tcp", addr, faulthandler.Options{Verify: true, ResumeDeadline: 10 * time.Second,
+			IOTimeout: 2 * time.Second, StallTimeout: time.Second})
 		if err != nil {
 			cancel()
 			t.Fatal(err)
@@ -572,4 +574,85 @@ func TestResumeAfterCorruptionUp(t *testing.T) {
 	if resumed == 0 {
 		t.Fatal("no damaged request was reported back and resumed")
 	}
+}
+
+// gateSource serves a region until every page has been read once; after that (the region
+// digest of a Verify migration) its reads wait until release is closed.
+type gateSource struct {
+	pageserver.Source
+	mu      sync.Mutex
+	seen    []bool
+	left    int
+	release chan struct{}
+}
+
+func (g *gateSource) ReadPages(region uint32, page uint64, dst []byte) error {
+	g.mu.Lock()
+	n := uint64(len(dst) / g.PageSize())
+	if g.left > 0 {
+		for p := page; p < page+n && p < uint64(len(g.seen)); p++ {
+			if !g.seen[p] {
+				g.seen[p] = true
+				g.left--
+			}
+		}
+		g.mu.Unlock()
+	} else {
+		g.mu.Unlock()
+		<-g.release
+	}
+	return g.Source.ReadPages(region, page, dst)
+}
+
+// TestDigestStallResumes: every page arrives, then the server does not answer the digest
+// (its source hangs). The target takes the silence as a stall after StallTimeout, resumes,
+// asks again on the new link, and completes once the source answers.
+func TestDigestStallResumes(t *testing.T) {
+	uffdtest.SkipIfUnavailable(t)
+	faulthandler.ReserveProcs(4)
+	const pages = 1024
+	ps := os.Getpagesize()
+	mem := make([]byte, pages*ps)
+	bench.Content{Seed: 77, ZeroFraction: 0.1}.Fill(mem, ps)
+	rs, err := pageserver.NewRegionSource("gate", mem, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gateSource{Source: rs, seen: make([]bool, pages), left: pages, release: make(chan struct{})}
+	srv := pageserver.New(g, pageserver.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	var once sync.Once
+	defer once.Do(func() { close(g.release) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const stall = 300 * time.Millisecond
+	h, err := faulthandler.Dial(ctx, "tcp", ln.Addr().String(), faulthandler.Options{Verify: true, StallTimeout: stall, ResumeDeadline: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { h.Close(); h.Release() }()
+	h.Start()
+	go func() { // release the source once the target has given up on the first digest
+		for ctx.Err() == nil {
+			if h.Stats().Stalls > 0 {
+				once.Do(func() { close(g.release) })
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	start := time.Now()
+	if err := h.Wait(ctx); err != nil {
+		t.Fatalf("wait: %v (stats %+v)", err, h.Stats())
+	}
+	st := h.Stats()
+	if string(h.Memory()) != string(mem) || st.Stalls == 0 || st.Resumes == 0 || time.Since(start) < stall {
+		t.Fatalf("stats %+v after %v: want a byte-exact region after a digest stall and a resume", st, time.Since(start))
+	}
+	t.Logf("digest stalled %d times, %d resumes, done in %v", st.Stalls, st.Resumes, time.Since(start).Round(time.Millisecond))
 }
