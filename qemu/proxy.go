@@ -562,7 +562,8 @@ func (p *Proxy) returnPath(src, dst net.Conn) error {
 // stampReader records when the bytes its last Read returned arrived: for a TCP connection the
 // kernel's receive timestamp of the last segment read (SO_TIMESTAMPNS), which includes the
 // time the bytes waited in the socket before the proxy was woken to read them; otherwise (or
-// when the kernel gives none) the time the Read returned.
+// when the kernel gives none: it turns receive timestamps on lazily, so the first segments
+// after the host's first SO_TIMESTAMPNS come without) the time the Read returned.
 type stampReader struct {
 	r    io.Reader
 	raw  syscall.RawConn // nil: no kernel timestamps
