@@ -325,21 +325,34 @@ func (p *Proxy) Serve(ctx context.Context) error {
 
 // setNotSentLowat sets TCP_NOTSENT_LOWAT on c if it is a TCP connection and v > 0.
 func setNotSentLowat(c net.Conn, v int) error {
-	tc, ok := c.(*net.TCPConn)
-	if !ok || v <= 0 {
+	if v <= 0 {
 		return nil
 	}
-	rc, err := tc.SyscallConn()
+	_, err := setsockoptTCP(c, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, v)
+	if err == errNotTCP {
+		return nil
+	}
+	return err
+}
+
+var errNotTCP = errors.New("not a TCP connection")
+
+// setsockoptTCP sets an integer socket option on c, a TCP connection (errNotTCP otherwise), and
+// returns its raw connection.
+func setsockoptTCP(c net.Conn, level, opt, v int) (syscall.RawConn, error) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil, errNotTCP
+	}
+	raw, err := tc.SyscallConn()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, v)
-	}); err != nil {
-		return err
+	if err := raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, v) }); err != nil {
+		return nil, err
 	}
-	return serr
+	return raw, serr
 }
 
 // dial dials the destination, through cfg.Dial if set, within DialTimeout.
@@ -573,18 +586,8 @@ type stampReader struct {
 
 func newStampReader(c net.Conn) *stampReader {
 	s := &stampReader{r: c}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return s
-	}
-	raw, err := tc.SyscallConn()
+	raw, err := setsockoptTCP(c, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
 	if err != nil {
-		return s
-	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
-	}); err != nil || serr != nil {
 		return s
 	}
 	s.raw, s.oob = raw, make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{}))))

@@ -464,19 +464,9 @@ func Passes(p Pattern, header []byte) (uint32, error) {
 // With more than one CPU check each CPU's Part with its own header instead.
 // The guest must be stopped while both are dumped.
 func Check(p Pattern, c Config, header, region []byte) (uint32, error) {
-	c, err := c.withDefaults()
+	c, passes, err := checkDump(p, c, header, region)
 	if err != nil {
 		return 0, err
-	}
-	if c.CPUs > 1 {
-		return 0, fmt.Errorf("guest: %d CPUs: check each CPU's Config.Part", c.CPUs)
-	}
-	passes, err := Passes(p, header)
-	if err != nil {
-		return 0, err
-	}
-	if len(region) != int(c.Pages)*PageSize {
-		return 0, fmt.Errorf("guest region dump of %d bytes, want %d", len(region), int(c.Pages)*PageSize)
 	}
 	order, err := Order(p, c)
 	if err != nil {
@@ -522,19 +512,9 @@ func Check(p Pattern, c Config, header, region []byte) (uint32, error) {
 // one ahead), modulo 2^32. It catches page counters that stayed behind while the guest counted
 // its visits: stores of the guest that did not reach the memory the dump reads.
 func CheckTouches(p Pattern, c Config, header, region []byte, touches uint32) error {
-	c, err := c.withDefaults()
+	c, passes, err := checkDump(p, c, header, region)
 	if err != nil {
 		return err
-	}
-	if c.CPUs > 1 {
-		return fmt.Errorf("guest: %d CPUs: check each CPU's Config.Part", c.CPUs)
-	}
-	passes, err := Passes(p, header)
-	if err != nil {
-		return err
-	}
-	if len(region) != int(c.Pages)*PageSize {
-		return fmt.Errorf("guest region dump of %d bytes, want %d", len(region), int(c.Pages)*PageSize)
 	}
 	counter := func(page uint32) uint32 { return binary.LittleEndian.Uint32(region[page*PageSize:]) }
 	perPass, ahead := c.Pages, uint32(0)
@@ -557,6 +537,26 @@ func CheckTouches(p Pattern, c Config, header, region []byte, touches uint32) er
 		return fmt.Errorf("%w: the guest counted %d page visits, its page counters show %d (passes %d)", ErrCorrupt, touches, want, passes)
 	}
 	return nil
+}
+
+// checkDump validates what Check and CheckTouches share: a one-CPU config (with its defaults),
+// the header of pattern p (whose pass count it returns), a region dump of the config's size.
+func checkDump(p Pattern, c Config, header, region []byte) (Config, uint32, error) {
+	c, err := c.withDefaults()
+	if err != nil {
+		return c, 0, err
+	}
+	if c.CPUs > 1 {
+		return c, 0, fmt.Errorf("guest: %d CPUs: check each CPU's Config.Part", c.CPUs)
+	}
+	passes, err := Passes(p, header)
+	if err != nil {
+		return c, 0, err
+	}
+	if len(region) != int(c.Pages)*PageSize {
+		return c, 0, fmt.Errorf("guest region dump of %d bytes, want %d", len(region), int(c.Pages)*PageSize)
+	}
+	return c, passes, nil
 }
 
 // checkPass checks that the counters along order are non-increasing and all in {base, base+1}.

@@ -218,9 +218,12 @@ func (v *VM) Passes(ctx context.Context, p guest.Pattern) (uint32, error) {
 	return guest.Passes(p, h)
 }
 
-// Touches returns the guest's page-visit counter (guest.TouchesAddr; it wraps at 2^32).
-func (v *VM) Touches(ctx context.Context) (uint32, error) {
-	b, err := v.Dump(ctx, guest.TouchesAddr, 4)
+// Touches returns vCPU 0's page-visit counter (guest.TouchesAddr; it wraps at 2^32).
+func (v *VM) Touches(ctx context.Context) (uint32, error) { return v.TouchesOf(ctx, 0) }
+
+// TouchesOf returns vCPU cpu's page-visit counter (guest.TouchesAddrOf).
+func (v *VM) TouchesOf(ctx context.Context, cpu int) (uint32, error) {
+	b, err := v.Dump(ctx, guest.TouchesAddrOf(cpu), 4)
 	if err != nil {
 		return 0, err
 	}
@@ -245,13 +248,13 @@ func (v *VM) Verify(ctx context.Context, p guest.Pattern, c guest.Config) (uint3
 		if err != nil {
 			return 0, err
 		}
-		tb, err := v.Dump(ctx, guest.TouchesAddrOf(cpu), 4)
+		touches, err := v.TouchesOf(ctx, cpu)
 		if err != nil {
 			return 0, err
 		}
 		passes, err := guest.Check(p, part, h, r)
 		if err == nil {
-			err = guest.CheckTouches(p, part, h, r, binary.LittleEndian.Uint32(tb))
+			err = guest.CheckTouches(p, part, h, r, touches)
 		}
 		if err != nil {
 			if cpus > 1 {

@@ -79,11 +79,11 @@ func TestPostcopyTwoCPUs(t *testing.T) {
 			gc := guest.Config{Pages: 16384, CPUs: 2}
 			src, dst := StartPair(t, ctx, p, gc)
 			touches := func(v *VM, cpu int) uint32 {
-				b, err := v.Dump(ctx, guest.TouchesAddrOf(cpu), 4)
+				n, err := v.TouchesOf(ctx, cpu)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+				return n
 			}
 			// The second vCPU runs: its visit counter moves on the source.
 			a := touches(src, 1)
